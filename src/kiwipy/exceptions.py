@@ -1,0 +1,154 @@
+"""The one exception tree of kiwipy.
+
+::
+
+    KiwipyError
+    ├── RemoteException              a remote subscriber raised; carries type, message, traceback
+    ├── DeliveryFailed               a message could not be delivered
+    │   └── UnroutableError          nobody is bound to receive it (unknown RPC id, no task queue)
+    ├── TaskRejected                 raised by a task subscriber to pass the task on
+    ├── DuplicateSubscriberIdentifier
+    ├── CommunicatorClosed           the communicator was closed
+    ├── QueueEmpty                   ``next_task()`` found nothing
+    ├── TimeoutError                 also a builtin ``TimeoutError`` and ``concurrent.futures`` one
+    ├── InvalidStateError            also ``asyncio.InvalidStateError``
+    ├── ConnectionLost               also ``ConnectionError``: the broker connection went away
+    │   └── ReplyLost                a reply can no longer arrive (its reply queue died)
+    ├── BrokerError                  the broker refused an operation (access, precondition...)
+    └── MessageError                 also ``ValueError``: a message we cannot handle
+        ├── EncodeError              a value cannot be encoded with the chosen codec
+        ├── DecodeError              a body does not decode
+        └── MessageTooLarge          a body is over the size cap
+
+Names kiwipy 0.9 exported are kept, so ``except kiwipy.UnroutableError`` code keeps working.
+Errors of the AMQP library are translated at the transport boundary (``raise ... from exc``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import concurrent.futures
+
+__all__ = (
+    "BrokerError",
+    "CommunicatorClosed",
+    "ConnectionLost",
+    "DecodeError",
+    "DeliveryFailed",
+    "DuplicateSubscriberIdentifier",
+    "EncodeError",
+    "InvalidStateError",
+    "KiwipyError",
+    "MessageError",
+    "MessageTooLarge",
+    "QueueEmpty",
+    "RemoteException",
+    "ReplyLost",
+    "TaskRejected",
+    "TimeoutError",
+    "UnroutableError",
+)
+
+
+def _distinct(*bases: type) -> tuple[type, ...]:
+    """Drop repeated bases: several names are one class on newer Pythons."""
+    unique: list[type] = []
+    for base in bases:
+        if not any(base is seen for seen in unique):
+            unique.append(base)
+    return tuple(unique)
+
+
+class KiwipyError(Exception):
+    """Root of every error kiwipy raises on purpose."""
+
+
+class RemoteException(KiwipyError):  # noqa: N818 (kiwipy 0.9 name)
+    """A remote subscriber raised an exception while handling our message.
+
+    ``remote_type`` is the name of the remote exception class, ``remote_message`` its message and
+    ``remote_traceback`` the formatted remote traceback (empty when the peer did not send one,
+    as kiwipy 0.9 peers do not).
+    """
+
+    def __init__(
+        self,
+        *args: object,
+        remote_type: str = "",
+        remote_message: str = "",
+        remote_traceback: str = "",
+    ) -> None:
+        super().__init__(*args)
+        self.remote_type = remote_type
+        self.remote_message = remote_message
+        self.remote_traceback = remote_traceback
+
+
+class DeliveryFailed(KiwipyError):  # noqa: N818 (kiwipy 0.9 name)
+    """A message could not be delivered."""
+
+
+class UnroutableError(DeliveryFailed):
+    """The broker had nowhere to route the message (no RPC subscriber, no task queue)."""
+
+
+class TaskRejected(KiwipyError):  # noqa: N818 (kiwipy 0.9 name)
+    """Raised by a task subscriber to hand the task to the next subscriber."""
+
+
+class DuplicateSubscriberIdentifier(KiwipyError):  # noqa: N818 (kiwipy 0.9 name)
+    """The identifier is already in use (for RPC: anywhere on the broker)."""
+
+
+class CommunicatorClosed(KiwipyError):  # noqa: N818 (kiwipy 0.9 name)
+    """The communicator is closed; no further operations are possible."""
+
+
+class QueueEmpty(KiwipyError):  # noqa: N818 (kiwipy 0.9 name)
+    """No task was waiting in the queue."""
+
+
+class TimeoutError(  # noqa: A001 (kiwipy 0.9 name)
+    *_distinct(KiwipyError, builtins.TimeoutError, concurrent.futures.TimeoutError,
+               asyncio.TimeoutError)
+):
+    """An operation did not finish before its deadline.
+
+    Caught by ``except TimeoutError`` (builtin), ``except concurrent.futures.TimeoutError`` and
+    ``except asyncio.TimeoutError`` on every supported Python.
+    """
+
+
+class InvalidStateError(
+    *_distinct(KiwipyError, asyncio.InvalidStateError, concurrent.futures.InvalidStateError)
+):
+    """An operation is not allowed in the object's current state."""
+
+
+class ConnectionLost(KiwipyError, ConnectionError):
+    """The connection to the broker was lost (or could not be made)."""
+
+
+class ReplyLost(ConnectionLost):
+    """The reply to a request can no longer arrive."""
+
+
+class BrokerError(KiwipyError):
+    """The broker refused an operation (access refused, precondition failed, not found...)."""
+
+
+class MessageError(KiwipyError, ValueError):
+    """A message that kiwipy cannot handle."""
+
+
+class EncodeError(MessageError):
+    """A value could not be encoded with the chosen codec."""
+
+
+class DecodeError(MessageError):
+    """A message body could not be decoded."""
+
+
+class MessageTooLarge(MessageError):
+    """A message body is larger than the configured cap."""

@@ -1,0 +1,125 @@
+"""One frozen settings object, parsed once from a URL plus keyword options.
+
+Both facades (asyncio and blocking) and every transport read the same :class:`Settings`; nothing
+relays a dozen keyword arguments through several layers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import urllib.parse
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ("DEFAULT_URL", "Settings", "mask_url")
+
+DEFAULT_URL = "amqp://guest:guest@127.0.0.1/"
+
+MESSAGE_EXCHANGE = "kiwipy.messages"
+TASK_EXCHANGE = "kiwipy.tasks"
+TASK_QUEUE = "kiwipy.tasks"
+# Queue arguments must equal those kiwipy 0.9 declared, or RabbitMQ refuses the redeclaration.
+TASK_MESSAGE_TTL_MS = 604_800_000
+TESTING_QUEUE_EXPIRES_MS = 10_000
+QUEUE_EXPIRES_MS = 60_000
+MESSAGE_TTL_MS = 66_000
+
+_SCHEMES = ("amqp", "amqps", "memory")
+# Options that may also be given as URL query parameters, with their parsers.
+_QUERY_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "heartbeat": int,
+    "connection_timeout": lambda text: float(text) / 1000.0,  # RabbitMQ URI spec: milliseconds
+}
+
+
+def mask_url(url: str) -> str:
+    """Return ``url`` with its password replaced by ``****`` (safe for logs and reprs)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "<unparsable url>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    netloc = f"{user}:****@{host}{port}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything a communicator needs to know, fixed at connect time.
+
+    Build it with :meth:`from_url`; the URL's password never shows in ``repr`` or ``str``.
+    """
+
+    url: str = dataclasses.field(default=DEFAULT_URL, repr=False)
+    heartbeat: int = 30
+    connection_timeout: float = 10.0
+    message_exchange: str = MESSAGE_EXCHANGE
+    task_exchange: str = TASK_EXCHANGE
+    task_queue: str = TASK_QUEUE
+    task_prefetch_count: int = 100
+    task_prefetch_size: int = 0
+    queue_expires_ms: int = QUEUE_EXPIRES_MS
+    task_message_ttl_ms: int = TASK_MESSAGE_TTL_MS
+    testing_mode: bool = False
+    codec: str = "json"
+    encoder: Callable[[Any], bytes] | None = dataclasses.field(default=None, repr=False)
+    decoder: Callable[[bytes], Any] | None = dataclasses.field(default=None, repr=False)
+    max_message_bytes: int = 16 * 1024 * 1024
+    rpc_timeout: float | None = None
+    task_timeout: float | None = None
+    send_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        scheme = urllib.parse.urlsplit(self.url).scheme
+        if scheme not in _SCHEMES:
+            raise ValueError(f"Unknown communicator URL scheme {scheme!r} in {mask_url(self.url)}")
+        if self.task_prefetch_count < 0:
+            raise ValueError("task_prefetch_count must be >= 0 (0 means unlimited)")
+        if self.max_message_bytes <= 0:
+            raise ValueError("max_message_bytes must be positive")
+        if (self.encoder is None) != (self.decoder is None):
+            raise ValueError("encoder and decoder must be given together")
+
+    @classmethod
+    def from_url(cls, url: str | None = None, **options: Any) -> Settings:
+        """Parse ``url`` (query parameters such as ``?heartbeat=60`` included) and ``options``.
+
+        Keyword options win over query parameters. Unknown options raise ``TypeError``.
+        """
+        url = url or DEFAULT_URL
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = set(options) - known
+        if unknown:
+            raise TypeError(f"Unknown communicator option(s): {', '.join(sorted(unknown))}")
+        query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
+        from_query = {
+            name: parse(query[name]) for name, parse in _QUERY_OPTIONS.items() if name in query
+        }
+        return cls(url=url, **{**from_query, **options})
+
+    @property
+    def scheme(self) -> str:
+        return urllib.parse.urlsplit(self.url).scheme
+
+    @property
+    def masked_url(self) -> str:
+        return mask_url(self.url)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(
+            f"{field.name}={getattr(self, field.name)!r}"
+            for field in dataclasses.fields(self)
+            if field.repr
+        )
+        return f"Settings(url={self.masked_url!r}, {fields})"
+
+    __str__ = __repr__

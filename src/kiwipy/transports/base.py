@@ -1,0 +1,178 @@
+"""The transport interface: messaging semantics, not AMQP frames.
+
+A transport moves opaque bodies (``bytes``) between communicators. It knows nothing of codecs,
+subscribers, futures or the pending protocol; the asyncio core (:mod:`kiwipy.aio`) does all that
+over this interface, so every transport gets the same behaviour.
+
+Four kinds of traffic:
+
+* **Tasks**: durable work queues. :meth:`Transport.publish_task` returns once the broker has the
+  message safely (publisher confirm) and raises :class:`~kiwipy.exceptions.UnroutableError` when
+  no queue takes it. Consumers receive :class:`Delivery` objects that must be settled exactly once
+  (ack, or reject with or without requeue); a delivery that is never settled goes back to the
+  queue when its consumer's connection (or the whole transport) closes.
+* **RPC**: one live endpoint per identifier, broker wide. :meth:`Transport.bind_rpc` raises
+  :class:`~kiwipy.exceptions.DuplicateSubscriberIdentifier` when the identifier is bound anywhere;
+  :meth:`Transport.publish_rpc` raises ``UnroutableError`` when nobody is bound.
+* **Broadcasts**: fan-out to every subscription, fire and forget.
+* **Replies**: each transport has one reply address; anything published to it with
+  :meth:`Transport.publish_reply` reaches the handler given to :meth:`Transport.open_reply_queue`.
+
+Handlers are coroutines called on the transport's event loop. A transport may call several
+handlers concurrently (one asyncio task per delivery); per-sender order of *arrival* is kept.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+__all__ = (
+    "CloseCallback",
+    "Delivery",
+    "DeliveryHandler",
+    "Message",
+    "Subscription",
+    "Transport",
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Message:
+    """A message as it travels: an opaque body plus the few properties kiwipy uses."""
+
+    body: bytes
+    content_type: str | None = None
+    correlation_id: str | None = None
+    reply_to: str | None = None
+    headers: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    #: Whether the broker must keep the message on disk (tasks are always persistent).
+    persistent: bool = False
+    #: Set on incoming task messages the broker delivered before (after a requeue or a fault).
+    redelivered: bool = False
+
+
+class Delivery(abc.ABC):
+    """An incoming task message that must be settled exactly once.
+
+    Settling twice is a no-op; so is settling a *stale* delivery (one received on a connection
+    that has since died): the broker has already put it back, and acking it on a new channel
+    would ack some other message.
+    """
+
+    message: Message
+
+    @property
+    @abc.abstractmethod
+    def settled(self) -> bool:
+        """Whether ack/reject was already called (or the delivery went stale)."""
+
+    @property
+    def stale(self) -> bool:
+        """Whether the connection that received this delivery has died since."""
+        return False
+
+    @abc.abstractmethod
+    async def ack(self) -> None:
+        """Tell the broker the task is done; it is removed from the queue."""
+
+    @abc.abstractmethod
+    async def reject(self, *, requeue: bool) -> None:
+        """Give the task back (``requeue=True``) or drop / dead-letter it (``requeue=False``)."""
+
+
+DeliveryHandler = Callable[[Delivery], Awaitable[None]]
+MessageHandler = Callable[[Message], Awaitable[None]]
+CloseCallback = Callable[[BaseException | None], None]
+
+
+class Subscription(abc.ABC):
+    """A running consumer. :meth:`cancel` stops new deliveries; it is idempotent."""
+
+    @abc.abstractmethod
+    async def cancel(self) -> None:
+        """Stop consuming. Deliveries already handed out may still be settled."""
+
+
+class Transport(abc.ABC):
+    """What the asyncio core needs from a broker. See the module docstring for the semantics."""
+
+    @abc.abstractmethod
+    async def connect(self) -> None:
+        """Open the connection; raise :class:`~kiwipy.exceptions.ConnectionLost` on failure."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Close everything; unsettled deliveries go back to their queues. Idempotent."""
+
+    @property
+    @abc.abstractmethod
+    def is_closed(self) -> bool:
+        """Whether :meth:`close` was called or the connection died for good."""
+
+    @property
+    def server_properties(self) -> dict[str, Any]:
+        """What the broker said about itself on connect (product, version, ...)."""
+        return {}
+
+    @abc.abstractmethod
+    def add_close_callback(self, callback: CloseCallback) -> None:
+        """Call ``callback(exc)`` once when the transport closes (``exc`` is ``None`` if asked)."""
+
+    # -- tasks ---------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def declare_task_queue(self, queue: str) -> None:
+        """Make sure the durable task queue ``queue`` exists and is routable. Idempotent."""
+
+    @abc.abstractmethod
+    async def publish_task(self, queue: str, message: Message) -> None:
+        """Publish persistently to ``queue``; return when the broker confirmed it.
+
+        Raises ``UnroutableError`` if the queue does not exist.
+        """
+
+    @abc.abstractmethod
+    async def consume_tasks(
+        self, queue: str, handler: DeliveryHandler, *, prefetch_count: int
+    ) -> Subscription:
+        """Deliver tasks from ``queue`` to ``handler``, at most ``prefetch_count`` unsettled."""
+
+    @abc.abstractmethod
+    async def get_task(self, queue: str) -> Delivery | None:
+        """Take one task from ``queue`` without a consumer; ``None`` if it is empty."""
+
+    # -- rpc -----------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def bind_rpc(self, identifier: str, handler: MessageHandler) -> Subscription:
+        """Own the RPC endpoint ``identifier`` broker wide; requests reach ``handler``.
+
+        Raises ``DuplicateSubscriberIdentifier`` if anybody (this process or another) owns it.
+        """
+
+    @abc.abstractmethod
+    async def publish_rpc(self, identifier: str, message: Message) -> None:
+        """Send a request to the owner of ``identifier``; ``UnroutableError`` if there is none."""
+
+    # -- broadcasts ----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def publish_broadcast(self, message: Message) -> None:
+        """Send ``message`` to every broadcast subscription (none is fine)."""
+
+    @abc.abstractmethod
+    async def subscribe_broadcasts(self, handler: MessageHandler) -> Subscription:
+        """Receive every broadcast from now on until cancelled."""
+
+    # -- replies -------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def open_reply_queue(self, handler: MessageHandler) -> str:
+        """Start receiving replies; return the address peers reply to. Call once."""
+
+    @abc.abstractmethod
+    async def publish_reply(self, reply_to: str, message: Message) -> None:
+        """Send a reply to the address ``reply_to``; a vanished address is not an error."""
