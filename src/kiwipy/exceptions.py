@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import concurrent.futures
+import sys
 
 __all__ = (
     "BrokerError",
@@ -51,20 +52,11 @@ __all__ = (
 )
 
 
-def _distinct(*bases: type) -> tuple[type, ...]:
-    """Drop repeated bases: several names are one class on newer Pythons."""
-    unique: list[type] = []
-    for base in bases:
-        if not any(base is seen for seen in unique):
-            unique.append(base)
-    return tuple(unique)
-
-
 class KiwipyError(Exception):
     """Root of every error kiwipy raises on purpose."""
 
 
-class RemoteException(KiwipyError):  # noqa: N818 (kiwipy 0.9 name)
+class RemoteException(KiwipyError):
     """A remote subscriber raised an exception while handling our message.
 
     ``remote_type`` is the name of the remote exception class, ``remote_message`` its message and
@@ -85,7 +77,7 @@ class RemoteException(KiwipyError):  # noqa: N818 (kiwipy 0.9 name)
         self.remote_traceback = remote_traceback
 
 
-class DeliveryFailed(KiwipyError):  # noqa: N818 (kiwipy 0.9 name)
+class DeliveryFailed(KiwipyError):
     """A message could not be delivered."""
 
 
@@ -93,35 +85,41 @@ class UnroutableError(DeliveryFailed):
     """The broker had nowhere to route the message (no RPC subscriber, no task queue)."""
 
 
-class TaskRejected(KiwipyError):  # noqa: N818 (kiwipy 0.9 name)
+class TaskRejected(KiwipyError):
     """Raised by a task subscriber to hand the task to the next subscriber."""
 
 
-class DuplicateSubscriberIdentifier(KiwipyError):  # noqa: N818 (kiwipy 0.9 name)
+class DuplicateSubscriberIdentifier(KiwipyError):
     """The identifier is already in use (for RPC: anywhere on the broker)."""
 
 
-class CommunicatorClosed(KiwipyError):  # noqa: N818 (kiwipy 0.9 name)
+class CommunicatorClosed(KiwipyError):
     """The communicator is closed; no further operations are possible."""
 
 
-class QueueEmpty(KiwipyError):  # noqa: N818 (kiwipy 0.9 name)
+class QueueEmpty(KiwipyError):
     """No task was waiting in the queue."""
 
 
-class TimeoutError(  # noqa: A001 (kiwipy 0.9 name)
-    *_distinct(KiwipyError, builtins.TimeoutError, concurrent.futures.TimeoutError,
-               asyncio.TimeoutError)
-):
-    """An operation did not finish before its deadline.
+if sys.version_info >= (3, 11):
+    # builtins.TimeoutError, concurrent.futures.TimeoutError and asyncio.TimeoutError are one.
+    class TimeoutError(KiwipyError, builtins.TimeoutError):
+        """An operation did not finish before its deadline."""
 
-    Caught by ``except TimeoutError`` (builtin), ``except concurrent.futures.TimeoutError`` and
-    ``except asyncio.TimeoutError`` on every supported Python.
-    """
+else:
+
+    class TimeoutError(
+        KiwipyError, builtins.TimeoutError, concurrent.futures.TimeoutError, asyncio.TimeoutError
+    ):
+        """An operation did not finish before its deadline.
+
+        Caught by ``except TimeoutError`` (builtin), ``except concurrent.futures.TimeoutError``
+        and ``except asyncio.TimeoutError`` on every supported Python.
+        """
 
 
 class InvalidStateError(
-    *_distinct(KiwipyError, asyncio.InvalidStateError, concurrent.futures.InvalidStateError)
+    KiwipyError, asyncio.InvalidStateError, concurrent.futures.InvalidStateError
 ):
     """An operation is not allowed in the object's current state."""
 

@@ -23,4 +23,5 @@ def create_transport(settings: Settings) -> Transport:
         return MemoryTransport(settings)
     from kiwipy.transports.amqp import AmqpTransport
 
-    return AmqpTransport(settings)
+    transport: Transport = AmqpTransport(settings)
+    return transport

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 __all__ = (
@@ -83,8 +83,8 @@ class Delivery(abc.ABC):
         """Give the task back (``requeue=True``) or drop / dead-letter it (``requeue=False``)."""
 
 
-DeliveryHandler = Callable[[Delivery], Awaitable[None]]
-MessageHandler = Callable[[Message], Awaitable[None]]
+DeliveryHandler = Callable[[Delivery], Coroutine[Any, Any, None]]
+MessageHandler = Callable[[Message], Coroutine[Any, Any, None]]
 CloseCallback = Callable[[BaseException | None], None]
 
 

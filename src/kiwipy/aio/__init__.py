@@ -1,0 +1,12 @@
+"""kiwipy for asyncio code.
+
+communicator = await kiwipy.aio.connect("amqp://guest:guest@127.0.0.1/")
+await communicator.add_rpc_subscriber(lambda comm, msg: msg * 2, "doubler")
+future = await communicator.rpc_send("doubler", 21)
+assert await future == 42
+"""
+
+from kiwipy.aio.communicator import AsyncCommunicator, connect
+from kiwipy.aio.tasks import AsyncTaskQueue, IncomingTask, TaskState
+
+__all__ = ("AsyncCommunicator", "AsyncTaskQueue", "IncomingTask", "TaskState", "connect")

@@ -1,0 +1,302 @@
+"""The asyncio communicator: tasks, RPC and broadcasts over one transport."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from kiwipy import messages
+from kiwipy.aio.core import Core
+from kiwipy.aio.futures import Invoker, call_subscriber, follow_pending
+from kiwipy.aio.tasks import AsyncTaskQueue
+from kiwipy.exceptions import (
+    CommunicatorClosed,
+    ConnectionLost,
+    DuplicateSubscriberIdentifier,
+    MessageError,
+)
+from kiwipy.settings import Settings
+from kiwipy.transports import create_transport
+from kiwipy.transports.base import Message, Subscription, Transport
+
+__all__ = ("AsyncCommunicator", "connect")
+
+_LOGGER = logging.getLogger(__name__)
+
+RpcSubscriber = Callable[[Any, Any], Any]
+BroadcastSubscriber = Callable[[Any, Any, Any, Any, Any], Any]
+
+
+async def connect(url: str | None = None, **options: Any) -> AsyncCommunicator:
+    """Connect to the broker at ``url`` (``amqp://``, ``amqps://`` or ``memory://``).
+
+    ``options`` are the fields of :class:`kiwipy.settings.Settings` (``heartbeat``,
+    ``task_prefetch_count``, ``testing_mode``, ...).
+    """
+    communicator = AsyncCommunicator(Settings.from_url(url, **options))
+    await communicator.connect()
+    return communicator
+
+
+class AsyncCommunicator:
+    """Tasks, RPC and broadcasts for asyncio code. Every operation is a coroutine.
+
+    Subscribers may be plain functions or coroutine functions; they receive this communicator
+    (or the blocking facade that wraps it) as their first argument.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        transport: Transport | None = None,
+        *,
+        invoke: Invoker = call_subscriber,
+        subscriber_target: Callable[[], Any] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._transport = transport or create_transport(settings)
+        target = subscriber_target or (lambda: self)
+        self._core = Core(settings, self._transport, invoke, target)
+        self._default_queue = AsyncTaskQueue(
+            self._core, settings.task_queue, settings.task_prefetch_count
+        )
+        self._task_queues: dict[tuple[str, int], AsyncTaskQueue] = {}
+        self._rpc_subscriptions: dict[str, Subscription] = {}
+        self._rpc_identifiers: dict[str, Any] = {}
+        self._broadcast_subscribers: dict[Any, BroadcastSubscriber] = {}
+        self._broadcast_subscription: Subscription | None = None
+        self._broadcast_inbox: asyncio.Queue[Message] | None = None
+        self._close_callbacks: list[Callable[[AsyncCommunicator, BaseException | None], Any]] = []
+        self._transport.add_close_callback(self._on_transport_closed)
+
+    def __repr__(self) -> str:
+        state = "closed" if self.is_closed() else "open"
+        return f"AsyncCommunicator({self._settings.masked_url!r}, {state})"
+
+    async def __aenter__(self) -> AsyncCommunicator:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @property
+    def server_properties(self) -> dict[str, Any]:
+        return self._transport.server_properties
+
+    @property
+    def transport(self) -> Transport:
+        return self._transport
+
+    async def connect(self) -> None:
+        await self._transport.connect()
+
+    def is_closed(self) -> bool:
+        return self._core.closed
+
+    def add_close_callback(
+        self, callback: Callable[[AsyncCommunicator, BaseException | None], Any]
+    ) -> None:
+        """Call ``callback(communicator, exc)`` when the communicator closes or its link dies."""
+        self._close_callbacks.append(callback)
+
+    async def close(self) -> None:
+        """Close; idempotent. Unfinished tasks go back to their queues for other workers."""
+        if self._core.closed:
+            return
+        self._core.closed = True
+        self._core.replies.fail_all(CommunicatorClosed("The communicator was closed"))
+        await self._core.cancel_tasks()
+        await self._transport.close()
+
+    def _on_transport_closed(self, exc: BaseException | None) -> None:
+        if exc is not None:
+            lost = ConnectionLost(f"Lost the connection to {self._settings.masked_url}: {exc}")
+            self._core.replies.fail_all(lost)
+        for callback in self._close_callbacks:
+            try:
+                callback(self, exc)
+            except Exception:
+                _LOGGER.exception("Close callback failed")
+
+    # -- tasks ---------------------------------------------------------------------------------
+
+    async def task_queue(
+        self, queue_name: str, prefetch_count: int | None = None
+    ) -> AsyncTaskQueue:
+        """The task queue ``queue_name`` (created on the broker on first use)."""
+        self._core.ensure_open()
+        count = self._settings.task_prefetch_count if prefetch_count is None else prefetch_count
+        key = (queue_name, count)
+        if key not in self._task_queues:
+            self._task_queues[key] = AsyncTaskQueue(self._core, queue_name, count)
+        return self._task_queues[key]
+
+    async def task_send(
+        self, task: Any, no_reply: bool = False, *, timeout: float | None = None
+    ) -> asyncio.Future[Any] | None:
+        """Send a task to the default queue; see :meth:`AsyncTaskQueue.task_send`."""
+        return await self._default_queue.task_send(task, no_reply, timeout=timeout)
+
+    async def add_task_subscriber(
+        self, subscriber: Callable[[Any, Any], Any], identifier: Any = None
+    ) -> Any:
+        return await self._default_queue.add_task_subscriber(subscriber, identifier)
+
+    async def remove_task_subscriber(self, identifier: Any) -> None:
+        await self._default_queue.remove_task_subscriber(identifier)
+
+    # -- rpc -----------------------------------------------------------------------------------
+
+    async def add_rpc_subscriber(self, subscriber: RpcSubscriber, identifier: Any = None) -> Any:
+        """Answer RPCs sent to ``identifier``; it must be free on the whole broker."""
+        self._core.ensure_open()
+        identifier = identifier if identifier is not None else uuid.uuid4().hex
+        key = str(identifier)
+        if key in self._rpc_subscriptions:
+            raise DuplicateSubscriberIdentifier(f"RPC identifier '{identifier}'")
+
+        async def on_request(message: Message) -> None:
+            await self._on_rpc(subscriber, message)
+
+        self._rpc_subscriptions[key] = await self._transport.bind_rpc(key, on_request)
+        self._rpc_identifiers[key] = identifier
+        return identifier
+
+    async def remove_rpc_subscriber(self, identifier: Any) -> None:
+        subscription = self._rpc_subscriptions.pop(str(identifier), None)
+        if subscription is None:
+            raise ValueError(f"Unknown subscriber '{identifier}'")
+        del self._rpc_identifiers[str(identifier)]
+        await subscription.cancel()
+
+    async def rpc_send(
+        self, recipient_id: Any, msg: Any, *, timeout: float | None = None
+    ) -> asyncio.Future[Any]:
+        """Send ``msg`` to the RPC subscriber ``recipient_id``; return the future of its answer.
+
+        ``UnroutableError`` is raised here at once when nobody owns ``recipient_id``.
+        ``timeout`` bounds the wait for the answer (default ``settings.rpc_timeout``).
+        """
+        self._core.ensure_open()
+        body, content_type = self._core.encode(msg)
+        reply_to = await self._core.replies.address()
+        deadline = timeout if timeout is not None else self._settings.rpc_timeout
+        correlation_id, future = self._core.replies.register(deadline)
+        message = Message(body, content_type, correlation_id, reply_to)
+        try:
+            await self._core.with_deadline(
+                self._transport.publish_rpc(str(recipient_id), message), "RPC request"
+            )
+        except BaseException:
+            self._core.replies.discard(correlation_id)
+            raise
+        return future
+
+    async def _on_rpc(self, subscriber: RpcSubscriber, message: Message) -> None:
+        async def announce_pending() -> None:
+            await self._core.send_reply(message, messages.pending_reply())
+
+        try:
+            request = self._core.codec.decode(message.body, message.content_type)
+        except MessageError as exc:
+            _LOGGER.warning("Rejected an undecodable RPC request: %s", exc)
+            await self._core.send_reply(message, messages.exception_reply(exc))
+            return
+        try:
+            result = await self._core.invoke(subscriber, self._core.target, request)
+            result = await follow_pending(result, announce_pending)
+        except concurrent.futures.CancelledError:
+            reply = messages.cancelled_reply("The RPC was cancelled")
+        except Exception as exc:
+            reply = messages.exception_reply(exc)
+        else:
+            reply = messages.result_reply(result)
+        await self._core.send_reply(message, reply)
+
+    # -- broadcasts ----------------------------------------------------------------------------
+
+    async def add_broadcast_subscriber(
+        self, subscriber: BroadcastSubscriber, identifier: Any = None
+    ) -> Any:
+        """Receive broadcasts as ``subscriber(comm, body, sender, subject, correlation_id)``."""
+        self._core.ensure_open()
+        identifier = identifier if identifier is not None else uuid.uuid4().hex
+        if identifier in self._broadcast_subscribers:
+            raise DuplicateSubscriberIdentifier(f"Broadcast identifier '{identifier}'")
+        self._broadcast_subscribers[identifier] = subscriber
+        if self._broadcast_subscription is None:
+            try:
+                await self._start_broadcasts()
+            except BaseException:
+                del self._broadcast_subscribers[identifier]
+                raise
+        return identifier
+
+    async def remove_broadcast_subscriber(self, identifier: Any) -> None:
+        if identifier not in self._broadcast_subscribers:
+            raise ValueError(f"Broadcast subscriber '{identifier}' unknown")
+        del self._broadcast_subscribers[identifier]
+        if not self._broadcast_subscribers and self._broadcast_subscription is not None:
+            subscription, self._broadcast_subscription = self._broadcast_subscription, None
+            await subscription.cancel()
+
+    async def broadcast_send(
+        self, body: Any, sender: Any = None, subject: Any = None, correlation_id: Any = None
+    ) -> bool:
+        """Send a broadcast to every subscriber (none is fine); ``True`` once the broker has it."""
+        self._core.ensure_open()
+        envelope = messages.BroadcastEnvelope(body, sender, subject, correlation_id)
+        data, content_type = self._core.encode(messages.broadcast_body(envelope))
+        await self._core.with_deadline(
+            self._transport.publish_broadcast(Message(data, content_type)), "Broadcast"
+        )
+        return True
+
+    async def _start_broadcasts(self) -> None:
+        # One consumer task handles broadcasts in arrival order, so per-sender order holds
+        # even when subscribers are coroutines.
+        if self._broadcast_inbox is None:
+            inbox: asyncio.Queue[Message] = asyncio.Queue()
+            self._broadcast_inbox = inbox
+            self._core.spawn(self._deliver_broadcasts(inbox), "Broadcast delivery")
+
+        async def on_broadcast(message: Message) -> None:
+            assert self._broadcast_inbox is not None
+            self._broadcast_inbox.put_nowait(message)
+
+        self._broadcast_subscription = await self._transport.subscribe_broadcasts(on_broadcast)
+
+    async def _deliver_broadcasts(self, inbox: asyncio.Queue[Message]) -> None:
+        while True:
+            message = await inbox.get()
+            try:
+                data = self._core.codec.decode(message.body, message.content_type)
+                envelope = messages.parse_broadcast(data)
+            except MessageError as exc:
+                _LOGGER.warning("Dropped an undecodable broadcast: %s", exc)
+                continue
+            for subscriber in list(self._broadcast_subscribers.values()):
+                await self._call_broadcast_subscriber(subscriber, envelope)
+
+    async def _call_broadcast_subscriber(
+        self, subscriber: BroadcastSubscriber, envelope: messages.BroadcastEnvelope
+    ) -> None:
+        try:
+            await self._core.invoke(
+                subscriber,
+                self._core.target,
+                envelope.body,
+                envelope.sender,
+                envelope.subject,
+                envelope.correlation_id,
+            )
+        except Exception:
+            _LOGGER.exception("Exception in broadcast subscriber")

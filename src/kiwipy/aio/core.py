@@ -1,0 +1,101 @@
+"""What the parts of the asyncio communicator share: transport, codec, replies, owned tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from kiwipy import messages
+from kiwipy.aio.futures import Invoker
+from kiwipy.codecs import MessageCodec
+from kiwipy.exceptions import CommunicatorClosed, MessageError
+from kiwipy.settings import Settings
+from kiwipy.transports.base import Message, Transport
+
+__all__ = ("Core",)
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class Core:
+    """Shared state of one asyncio communicator.
+
+    ``subscriber_target`` is what subscribers receive as their first argument (the communicator
+    the user holds: the asyncio one, or the blocking facade); ``invoke`` is how they are called.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        transport: Transport,
+        invoke: Invoker,
+        subscriber_target: Callable[[], Any],
+    ) -> None:
+        from kiwipy.aio.replies import ReplyFutures  # avoid an import cycle at module level
+
+        self.settings = settings
+        self.transport = transport
+        self.codec = MessageCodec(settings)
+        self.replies = ReplyFutures(transport, self.codec)
+        self.invoke = invoke
+        self._subscriber_target = subscriber_target
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.closed = False
+
+    @property
+    def target(self) -> Any:
+        return self._subscriber_target()
+
+    def ensure_open(self) -> None:
+        if self.closed:
+            raise CommunicatorClosed("The communicator is closed")
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]:
+        """Run ``coro`` as a task owned by the communicator (cancelled by :meth:`close`)."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+
+        def forget(done: asyncio.Task[Any]) -> None:
+            self._tasks.discard(done)
+            if not done.cancelled() and done.exception() is not None:
+                _LOGGER.error("%s failed", what, exc_info=done.exception())
+
+        task.add_done_callback(forget)
+        return task
+
+    async def cancel_tasks(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def encode(self, value: Any) -> tuple[bytes, str | None]:
+        return self.codec.encode(value)
+
+    async def send_reply(self, request: Message, reply: dict[str, Any]) -> None:
+        """Answer ``request``; a value the codec cannot encode becomes an exception reply."""
+        if not request.reply_to:
+            return
+        try:
+            body, content_type = self.codec.encode(reply)
+        except MessageError as exc:
+            body, content_type = self.codec.encode(messages.exception_reply(exc))
+        await self.transport.publish_reply(
+            request.reply_to,
+            Message(body, content_type, correlation_id=request.correlation_id),
+        )
+
+    async def with_deadline(self, awaitable: Awaitable[Any], what: str) -> Any:
+        """Bound a send by ``settings.send_timeout``; a late one fails with ``TimeoutError``."""
+        from kiwipy.exceptions import TimeoutError
+
+        try:
+            return await asyncio.wait_for(awaitable, self.settings.send_timeout)
+        except asyncio.TimeoutError as exc:
+            if isinstance(exc, TimeoutError):
+                raise
+            raise TimeoutError(
+                f"{what} not confirmed within {self.settings.send_timeout:g} s"
+            ) from exc

@@ -1,0 +1,334 @@
+"""Task queues: send tasks, push them to subscribers, or pull them one by one.
+
+A task is acknowledged only when its outcome is known, including every future a subscriber
+returned (the pending protocol). Until then it stays on the broker, and goes back to the queue
+if the worker dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from kiwipy import messages
+from kiwipy.aio.core import Core
+from kiwipy.aio.futures import done_future, follow_pending
+from kiwipy.exceptions import (
+    DuplicateSubscriberIdentifier,
+    InvalidStateError,
+    MessageError,
+    QueueEmpty,
+    TaskRejected,
+)
+from kiwipy.transports.base import Delivery, Message, Subscription
+
+__all__ = ("AsyncTaskQueue", "IncomingTask", "TaskState")
+
+_LOGGER = logging.getLogger(__name__)
+
+#: Pause before requeueing a task that no subscriber took, so it does not spin.
+REQUEUE_DELAY_S = 0.2
+#: How often ``next_task`` polls an empty queue while it waits.
+_POLL_INTERVAL_S = 0.05
+
+
+class TaskState:
+    PENDING = "pending"
+    PROCESSING = "processing"
+    FINISHED = "finished"
+    REQUEUED = "requeued"
+
+
+TaskSubscriber = Callable[[Any, Any], Any]
+
+
+class IncomingTask:
+    """A task taken from a queue, to process (``process()`` / ``processing()``) or requeue."""
+
+    def __init__(self, core: Core, delivery: Delivery, body: Any, no_reply: bool) -> None:
+        self._core = core
+        self._delivery = delivery
+        self._body = body
+        self._no_reply = no_reply
+        self._state = TaskState.PENDING
+        self._outcome: asyncio.Future[Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"IncomingTask(state={self._state!r}, body={self._body!r})"
+
+    @property
+    def body(self) -> Any:
+        return self._body
+
+    @property
+    def no_reply(self) -> bool:
+        return self._no_reply
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @property
+    def redelivered(self) -> bool:
+        """The broker delivered this task before (to a worker that died or gave it back)."""
+        return self._delivery.message.redelivered
+
+    @property
+    def lost(self) -> bool:
+        """The connection that received this task died: another worker may have it now."""
+        return self._delivery.stale
+
+    def process(self) -> asyncio.Future[Any]:
+        """Start processing: resolve the returned future to finish (and acknowledge) the task."""
+        self._start()
+        assert self._outcome is not None
+        self._outcome.add_done_callback(
+            lambda outcome: self._core.spawn(self.finish(outcome), "Finishing a task")
+        )
+        return self._outcome
+
+    @contextlib.asynccontextmanager
+    async def processing(self) -> AsyncIterator[asyncio.Future[Any]]:
+        """Yield the outcome future; an exception in the block becomes the task's outcome.
+
+        When the block ends with the outcome set, the task is finished (replied to and
+        acknowledged); with the outcome unset, it is requeued.
+        """
+        self._start()
+        outcome = self._outcome
+        assert outcome is not None
+        try:
+            yield outcome
+        except Exception as exc:
+            if not outcome.done():
+                outcome.set_exception(exc)
+            raise
+        finally:
+            if outcome.done():
+                await self.finish(outcome)
+            elif self._state == TaskState.PROCESSING:
+                await self.requeue()
+
+    async def requeue(self) -> None:
+        """Give the task back to the queue for another worker."""
+        if self._state not in (TaskState.PENDING, TaskState.PROCESSING):
+            raise InvalidStateError(f"Cannot requeue a task that is {self._state}")
+        self._state = TaskState.REQUEUED
+        await self._delivery.reject(requeue=True)
+
+    async def finish(self, outcome: asyncio.Future[Any]) -> None:
+        """Reply with the outcome (unless ``no_reply``), then acknowledge the task."""
+        if self._state in (TaskState.FINISHED, TaskState.REQUEUED):
+            return
+        self._state = TaskState.FINISHED
+        reply = _outcome_reply(outcome)
+        if self._no_reply:
+            if "exception" in reply:
+                _LOGGER.warning("Task without reply failed: %s", reply["exception"])
+        else:
+            await self._core.send_reply(self._delivery.message, reply)
+        await self._delivery.ack()
+
+    def _start(self) -> None:
+        if self._state != TaskState.PENDING:
+            raise InvalidStateError(f"The task is {self._state}, not pending")
+        self._state = TaskState.PROCESSING
+        self._outcome = asyncio.get_running_loop().create_future()
+
+
+def _outcome_reply(outcome: asyncio.Future[Any]) -> dict[str, Any]:
+    if outcome.cancelled():
+        return messages.cancelled_reply("The task was cancelled")
+    exc = outcome.exception()
+    if exc is not None:
+        return messages.exception_reply(exc)
+    reply = messages.result_reply(outcome.result())
+    reply[messages.HOST_KEY] = messages.host_info()
+    return reply
+
+
+class AsyncTaskQueue:
+    """One durable task queue: send to it, subscribe to it, or pull from it."""
+
+    def __init__(self, core: Core, name: str, prefetch_count: int) -> None:
+        self._core = core
+        self.name = name
+        self.prefetch_count = prefetch_count
+        self._subscribers: dict[Any, TaskSubscriber] = {}
+        self._subscription: Subscription | None = None
+        self._declared = False
+
+    def __repr__(self) -> str:
+        return f"AsyncTaskQueue({self.name!r})"
+
+    async def _declare(self) -> None:
+        if not self._declared:
+            await self._core.transport.declare_task_queue(self.name)
+            self._declared = True
+
+    # -- sending -------------------------------------------------------------------------------
+
+    async def task_send(
+        self, task: Any, no_reply: bool = False, *, timeout: float | None = None
+    ) -> asyncio.Future[Any] | None:
+        """Send a task; return once the broker has it on disk.
+
+        Returns a future of the outcome (``None`` with ``no_reply=True``); ``timeout`` bounds the
+        wait for that outcome (default: ``settings.task_timeout``, none).
+        """
+        self._core.ensure_open()
+        body, content_type = self._core.encode(messages.task_body(task, no_reply))
+        await self._declare()
+        reply_to = await self._core.replies.address()
+        future: asyncio.Future[Any] | None = None
+        if no_reply:
+            correlation_id = uuid.uuid4().hex
+        else:
+            correlation_id, future = self._core.replies.register(
+                timeout if timeout is not None else self._core.settings.task_timeout
+            )
+        message = Message(body, content_type, correlation_id, reply_to, persistent=True)
+        try:
+            await self._core.with_deadline(
+                self._core.transport.publish_task(self.name, message), "Task"
+            )
+        except BaseException:
+            self._core.replies.discard(correlation_id)
+            raise
+        return future
+
+    # -- subscribing ---------------------------------------------------------------------------
+
+    async def add_task_subscriber(self, subscriber: TaskSubscriber, identifier: Any = None) -> Any:
+        self._core.ensure_open()
+        identifier = identifier if identifier is not None else uuid.uuid4().hex
+        if identifier in self._subscribers:
+            raise DuplicateSubscriberIdentifier(f"Task identifier '{identifier}'")
+        self._subscribers[identifier] = subscriber
+        if self._subscription is None:
+            try:
+                await self._declare()
+                self._subscription = await self._core.transport.consume_tasks(
+                    self.name, self._on_delivery, prefetch_count=self.prefetch_count
+                )
+            except BaseException:
+                del self._subscribers[identifier]
+                raise
+        return identifier
+
+    async def remove_task_subscriber(self, identifier: Any) -> None:
+        if identifier not in self._subscribers:
+            raise ValueError(f"Unknown subscriber '{identifier}'")
+        del self._subscribers[identifier]
+        if not self._subscribers and self._subscription is not None:
+            subscription, self._subscription = self._subscription, None
+            await subscription.cancel()
+
+    async def _on_delivery(self, delivery: Delivery) -> None:
+        task = await self._receive(delivery)
+        if task is None:
+            return
+        task._start()
+        outcome = await self._run_subscribers(task)
+        if outcome is None:
+            task._state = TaskState.PENDING
+            await asyncio.sleep(REQUEUE_DELAY_S)
+            await task.requeue()
+        else:
+            await task.finish(outcome)
+
+    async def _run_subscribers(self, task: IncomingTask) -> asyncio.Future[Any] | None:
+        """The outcome of the first subscriber that does not reject, or ``None``."""
+
+        async def announce_pending() -> None:
+            if not task.no_reply:
+                await self._core.send_reply(task._delivery.message, messages.pending_reply())
+
+        for subscriber in list(self._subscribers.values()):
+            try:
+                result = await self._core.invoke(subscriber, self._core.target, task.body)
+                result = await follow_pending(result, announce_pending)
+            except TaskRejected:
+                continue
+            except concurrent.futures.CancelledError:
+                return done_future(cancelled=True)
+            except Exception as exc:
+                return done_future(exception=exc)
+            return done_future(result=result)
+        return None
+
+    async def _receive(self, delivery: Delivery) -> IncomingTask | None:
+        """Decode a delivery; settle an undecodable one at once (never requeue poison)."""
+        message = delivery.message
+        try:
+            body = self._core.codec.decode(message.body, message.content_type)
+            task, no_reply = messages.parse_task(body)
+        except MessageError as exc:
+            _LOGGER.warning(
+                "Rejected an undecodable task from queue '%s' (correlation id %s): %s",
+                self.name,
+                message.correlation_id,
+                exc,
+            )
+            await self._core.send_reply(message, messages.exception_reply(exc))
+            await delivery.reject(requeue=False)
+            return None
+        return IncomingTask(self._core, delivery, task, no_reply)
+
+    # -- pulling -------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def next_task(
+        self, *, timeout: float = 5.0, fail: bool = True
+    ) -> AsyncIterator[IncomingTask | None]:
+        """Take the next task; a task still pending when the block ends is requeued.
+
+        With nothing in the queue within ``timeout`` seconds: ``QueueEmpty``, or ``None`` when
+        ``fail`` is false.
+        """
+        task = await self._fetch(timeout)
+        if task is None and fail:
+            raise QueueEmpty(f"No task in queue '{self.name}' within {timeout:g} s")
+        try:
+            yield task
+        finally:
+            if task is not None and task.state == TaskState.PENDING:
+                await task.requeue()
+
+    async def _fetch(self, timeout: float) -> IncomingTask | None:
+        self._core.ensure_open()
+        await self._declare()
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            delivery = await self._core.transport.get_task(self.name)
+            if delivery is not None:
+                task = await self._receive(delivery)
+                if task is not None:
+                    return task
+                continue
+            if asyncio.get_running_loop().time() >= deadline:
+                return None
+            await asyncio.sleep(_POLL_INTERVAL_S)
+
+    async def __aiter__(self) -> AsyncIterator[IncomingTask]:
+        """Every task now in the queue; those left pending are requeued when iteration ends."""
+        fetched: list[IncomingTask] = []
+        try:
+            while (task := await self._fetch(0.0)) is not None:
+                fetched.append(task)
+                yield task
+        finally:
+            for task in fetched:
+                if task.state == TaskState.PENDING:
+                    await task.requeue()
+
+    async def close(self) -> None:
+        self._subscribers.clear()
+        if self._subscription is not None:
+            subscription, self._subscription = self._subscription, None
+            await subscription.cancel()

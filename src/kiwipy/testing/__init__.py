@@ -1,0 +1,1 @@
+"""Testing support: the conformance suite every transport and facade passes."""

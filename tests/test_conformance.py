@@ -1,0 +1,45 @@
+"""The conformance suite over every transport: the in-memory broker must behave like RabbitMQ."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+import kiwipy.aio
+from kiwipy.testing.conformance import CommunicatorConformance, Connect
+
+
+@pytest.fixture(params=["memory", pytest.param("amqp", marks=pytest.mark.amqp)])
+def transport_url(request: pytest.FixtureRequest) -> str:
+    if request.param == "memory":
+        return f"memory://{uuid.uuid4().hex}"
+    url: str = request.getfixturevalue("amqp_url")
+    return url
+
+
+@pytest.fixture
+async def connect(transport_url: str, unique_name: str) -> AsyncIterator[Connect]:
+    opened: list[Any] = []
+
+    async def connect(**options: Any) -> Any:
+        options = {
+            "message_exchange": f"{unique_name}.messages",
+            "task_exchange": f"{unique_name}.tasks",
+            "task_queue": f"{unique_name}.tasks",
+            "testing_mode": True,
+            **options,
+        }
+        communicator = await kiwipy.aio.connect(transport_url, **options)
+        opened.append(communicator)
+        return communicator
+
+    yield connect
+    for communicator in opened:
+        await communicator.close()
+
+
+class TestConformance(CommunicatorConformance):
+    pass
