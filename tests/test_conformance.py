@@ -10,6 +10,7 @@ import pytest
 
 import kiwipy.aio
 from kiwipy.testing.conformance import CommunicatorConformance, Connect
+from kiwipy.testing.drivers import connect_blocking
 
 
 @pytest.fixture(params=["memory", pytest.param("amqp", marks=pytest.mark.amqp)])
@@ -20,8 +21,13 @@ def transport_url(request: pytest.FixtureRequest) -> str:
     return url
 
 
+@pytest.fixture(params=["async", "sync"])
+def facade(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-async def connect(transport_url: str, unique_name: str) -> AsyncIterator[Connect]:
+async def connect(transport_url: str, facade: str, unique_name: str) -> AsyncIterator[Connect]:
     opened: list[Any] = []
 
     async def connect(**options: Any) -> Any:
@@ -32,7 +38,10 @@ async def connect(transport_url: str, unique_name: str) -> AsyncIterator[Connect
             "testing_mode": True,
             **options,
         }
-        communicator = await kiwipy.aio.connect(transport_url, **options)
+        if facade == "sync":
+            communicator = await connect_blocking(transport_url, **options)
+        else:
+            communicator = await kiwipy.aio.connect(transport_url, **options)
         opened.append(communicator)
         return communicator
 

@@ -73,7 +73,8 @@ class Settings:
     max_message_bytes: int = 16 * 1024 * 1024
     rpc_timeout: float | None = None
     task_timeout: float | None = None
-    send_timeout: float = 30.0
+    #: Default bound, in seconds, on one operation: a send's confirm, a blocking call.
+    operation_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         scheme = urllib.parse.urlsplit(self.url).scheme

@@ -128,6 +128,10 @@ class AsyncCommunicator:
 
     # -- tasks ---------------------------------------------------------------------------------
 
+    @property
+    def default_task_queue(self) -> AsyncTaskQueue:
+        return self._default_queue
+
     async def task_queue(
         self, queue_name: str, prefetch_count: int | None = None
     ) -> AsyncTaskQueue:
@@ -140,10 +144,17 @@ class AsyncCommunicator:
         return self._task_queues[key]
 
     async def task_send(
-        self, task: Any, no_reply: bool = False, *, timeout: float | None = None
+        self,
+        task: Any,
+        no_reply: bool = False,
+        *,
+        deadline: float | None = None,
+        timeout: float | None = None,
     ) -> asyncio.Future[Any] | None:
         """Send a task to the default queue; see :meth:`AsyncTaskQueue.task_send`."""
-        return await self._default_queue.task_send(task, no_reply, timeout=timeout)
+        return await self._default_queue.task_send(
+            task, no_reply, deadline=deadline, timeout=timeout
+        )
 
     async def add_task_subscriber(
         self, subscriber: Callable[[Any, Any], Any], identifier: Any = None
@@ -178,22 +189,29 @@ class AsyncCommunicator:
         await subscription.cancel()
 
     async def rpc_send(
-        self, recipient_id: Any, msg: Any, *, timeout: float | None = None
+        self,
+        recipient_id: Any,
+        msg: Any,
+        *,
+        deadline: float | None = None,
+        timeout: float | None = None,
     ) -> asyncio.Future[Any]:
         """Send ``msg`` to the RPC subscriber ``recipient_id``; return the future of its answer.
 
         ``UnroutableError`` is raised here at once when nobody owns ``recipient_id``.
-        ``timeout`` bounds the wait for the answer (default ``settings.rpc_timeout``).
+        ``deadline`` bounds the wait for the answer in seconds (default
+        ``settings.rpc_timeout``); ``timeout`` bounds the send itself.
         """
         self._core.ensure_open()
         body, content_type = self._core.encode(msg)
         reply_to = await self._core.replies.address()
-        deadline = timeout if timeout is not None else self._settings.rpc_timeout
+        if deadline is None:
+            deadline = self._settings.rpc_timeout
         correlation_id, future = self._core.replies.register(deadline)
         message = Message(body, content_type, correlation_id, reply_to)
         try:
-            await self._core.with_deadline(
-                self._transport.publish_rpc(str(recipient_id), message), "RPC request"
+            await self._core.bounded(
+                self._transport.publish_rpc(str(recipient_id), message), timeout, "An RPC send"
             )
         except BaseException:
             self._core.replies.discard(correlation_id)
@@ -249,14 +267,20 @@ class AsyncCommunicator:
             await subscription.cancel()
 
     async def broadcast_send(
-        self, body: Any, sender: Any = None, subject: Any = None, correlation_id: Any = None
+        self,
+        body: Any,
+        sender: Any = None,
+        subject: Any = None,
+        correlation_id: Any = None,
+        *,
+        timeout: float | None = None,
     ) -> bool:
         """Send a broadcast to every subscriber (none is fine); ``True`` once the broker has it."""
         self._core.ensure_open()
         envelope = messages.BroadcastEnvelope(body, sender, subject, correlation_id)
         data, content_type = self._core.encode(messages.broadcast_body(envelope))
-        await self._core.with_deadline(
-            self._transport.publish_broadcast(Message(data, content_type)), "Broadcast"
+        await self._core.bounded(
+            self._transport.publish_broadcast(Message(data, content_type)), timeout, "A broadcast"
         )
         return True
 

@@ -87,15 +87,17 @@ class Core:
             Message(body, content_type, correlation_id=request.correlation_id),
         )
 
-    async def with_deadline(self, awaitable: Awaitable[Any], what: str) -> Any:
-        """Bound a send by ``settings.send_timeout``; a late one fails with ``TimeoutError``."""
+    async def bounded(self, awaitable: Awaitable[Any], timeout: float | None, what: str) -> Any:
+        """Await ``awaitable`` for at most ``timeout`` s (default ``operation_timeout``).
+
+        A late operation is cancelled and fails with kiwipy's ``TimeoutError``.
+        """
         from kiwipy.exceptions import TimeoutError
 
+        limit = self.settings.operation_timeout if timeout is None else timeout
         try:
-            return await asyncio.wait_for(awaitable, self.settings.send_timeout)
+            return await asyncio.wait_for(awaitable, limit)
         except asyncio.TimeoutError as exc:
             if isinstance(exc, TimeoutError):
                 raise
-            raise TimeoutError(
-                f"{what} not confirmed within {self.settings.send_timeout:g} s"
-            ) from exc
+            raise TimeoutError(f"{what} did not complete within {limit:g} s") from exc

@@ -25,6 +25,7 @@ from kiwipy.exceptions import (
     QueueEmpty,
     TaskRejected,
 )
+from kiwipy.settings import Settings
 from kiwipy.transports.base import Delivery, Message, Subscription
 
 __all__ = ("AsyncTaskQueue", "IncomingTask", "TaskState")
@@ -166,6 +167,10 @@ class AsyncTaskQueue:
     def __repr__(self) -> str:
         return f"AsyncTaskQueue({self.name!r})"
 
+    @property
+    def settings(self) -> Settings:
+        return self._core.settings
+
     async def _declare(self) -> None:
         if not self._declared:
             await self._core.transport.declare_task_queue(self.name)
@@ -174,12 +179,18 @@ class AsyncTaskQueue:
     # -- sending -------------------------------------------------------------------------------
 
     async def task_send(
-        self, task: Any, no_reply: bool = False, *, timeout: float | None = None
+        self,
+        task: Any,
+        no_reply: bool = False,
+        *,
+        deadline: float | None = None,
+        timeout: float | None = None,
     ) -> asyncio.Future[Any] | None:
-        """Send a task; return once the broker has it on disk.
+        """Send a task; return once the broker has confirmed it (it is on disk).
 
-        Returns a future of the outcome (``None`` with ``no_reply=True``); ``timeout`` bounds the
-        wait for that outcome (default: ``settings.task_timeout``, none).
+        Returns a future of the outcome (``None`` with ``no_reply=True``). ``deadline`` bounds
+        the wait for that outcome in seconds (default ``settings.task_timeout``: none);
+        ``timeout`` bounds the send itself (default ``settings.operation_timeout``).
         """
         self._core.ensure_open()
         body, content_type = self._core.encode(messages.task_body(task, no_reply))
@@ -190,12 +201,12 @@ class AsyncTaskQueue:
             correlation_id = uuid.uuid4().hex
         else:
             correlation_id, future = self._core.replies.register(
-                timeout if timeout is not None else self._core.settings.task_timeout
+                deadline if deadline is not None else self._core.settings.task_timeout
             )
         message = Message(body, content_type, correlation_id, reply_to, persistent=True)
         try:
-            await self._core.with_deadline(
-                self._core.transport.publish_task(self.name, message), "Task"
+            await self._core.bounded(
+                self._core.transport.publish_task(self.name, message), timeout, "Sending a task"
             )
         except BaseException:
             self._core.replies.discard(correlation_id)
@@ -291,7 +302,7 @@ class AsyncTaskQueue:
         With nothing in the queue within ``timeout`` seconds: ``QueueEmpty``, or ``None`` when
         ``fail`` is false.
         """
-        task = await self._fetch(timeout)
+        task = await self.fetch(timeout)
         if task is None and fail:
             raise QueueEmpty(f"No task in queue '{self.name}' within {timeout:g} s")
         try:
@@ -300,7 +311,8 @@ class AsyncTaskQueue:
             if task is not None and task.state == TaskState.PENDING:
                 await task.requeue()
 
-    async def _fetch(self, timeout: float) -> IncomingTask | None:
+    async def fetch(self, timeout: float) -> IncomingTask | None:
+        """The next decodable task, waiting up to ``timeout`` s; ``None`` if there is none."""
         self._core.ensure_open()
         await self._declare()
         deadline = asyncio.get_running_loop().time() + timeout
@@ -319,7 +331,7 @@ class AsyncTaskQueue:
         """Every task now in the queue; those left pending are requeued when iteration ends."""
         fetched: list[IncomingTask] = []
         try:
-            while (task := await self._fetch(0.0)) is not None:
+            while (task := await self.fetch(0.0)) is not None:
                 fetched.append(task)
                 yield task
         finally:

@@ -416,7 +416,7 @@ class CommunicatorConformance:
     async def test_rpc_without_answer_times_out_at_its_deadline(self, connect: Connect) -> None:
         server, client = await connect(), await connect()
         await server.add_rpc_subscriber(lambda comm, msg: concurrent.futures.Future(), "slow")
-        outer = await client.rpc_send("slow", None, timeout=0.3)
+        outer = await client.rpc_send("slow", None, deadline=0.3)
         nested = await settle(outer)
         with pytest.raises(TimeoutError):
             await settle(nested)

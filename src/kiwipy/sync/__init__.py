@@ -1,0 +1,6 @@
+"""The blocking facade: an event loop on a daemon thread, subscribers on a callback thread."""
+
+from kiwipy.sync.communicator import Communicator, connect
+from kiwipy.sync.tasks import BlockingIncomingTask, TaskQueue
+
+__all__ = ("BlockingIncomingTask", "Communicator", "TaskQueue", "connect")

@@ -1,0 +1,251 @@
+"""The blocking communicator: thin delegations to the asyncio core on a private loop thread."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, TypeVar
+
+from kiwipy.aio.communicator import AsyncCommunicator
+from kiwipy.exceptions import CommunicatorClosed
+from kiwipy.settings import Settings
+from kiwipy.sync.callbacks import CallbackThread
+from kiwipy.sync.futures import to_concurrent
+from kiwipy.sync.portal import Portal
+from kiwipy.sync.tasks import TaskQueue
+
+__all__ = ("Communicator", "connect")
+
+T = TypeVar("T")
+_NUMBERS = itertools.count(1)
+
+
+def connect(url: str | None = None, **options: Any) -> Communicator:
+    """Connect to the broker at ``url`` and return a blocking :class:`Communicator`."""
+    return Communicator(Settings.from_url(url, **options))
+
+
+class Communicator:
+    """Tasks, RPC and broadcasts for plain blocking Python.
+
+    An event loop on a daemon thread does all I/O (heartbeats and acks go on while your code is
+    busy); subscribers run on a dedicated callback thread, in arrival order. Every blocking
+    method takes ``timeout`` (seconds, default ``settings.operation_timeout``); a call that
+    times out is cancelled and raises :class:`kiwipy.TimeoutError`.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        number = next(_NUMBERS)
+        self._settings = settings
+        self._closed = False
+        self._portal = Portal(f"kiwipy-loop-{number}")
+        self._callbacks = CallbackThread(f"kiwipy-callbacks-{number}")
+        try:
+            self._async = self._portal.call(
+                self._create, settings.connection_timeout + 5, "Connect"
+            )
+        except BaseException:
+            self._stop_threads()
+            raise
+        self._default_queue = TaskQueue(self._async.default_task_queue, self._portal)
+
+    async def _create(self) -> AsyncCommunicator:
+        communicator = AsyncCommunicator(
+            self._settings, invoke=self._callbacks.invoke, subscriber_target=lambda: self
+        )
+        await communicator.connect()
+        return communicator
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"Communicator({self._settings.masked_url!r}, {state})"
+
+    def __enter__(self) -> Communicator:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _call(
+        self, make: Callable[[], Coroutine[Any, Any, T]], timeout: float | None, what: str
+    ) -> T:
+        if self._closed:
+            raise CommunicatorClosed("The communicator is closed")
+        limit = self._settings.operation_timeout if timeout is None else timeout
+        return self._portal.call(make, limit, what)
+
+    def _stop_threads(self) -> None:
+        self._callbacks.stop()
+        self._portal.stop()
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @property
+    def server_properties(self) -> dict[str, Any]:
+        return self._async.server_properties
+
+    @property
+    def asyncio_communicator(self) -> AsyncCommunicator:
+        """The asyncio communicator underneath (use it only on :meth:`loop`)."""
+        return self._async
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The private event loop that does the I/O."""
+        return self._portal.loop
+
+    def is_closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Close the connection and join the threads. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._portal.call(self._async.close, self._settings.operation_timeout, "Close")
+        finally:
+            self._stop_threads()
+
+    def add_close_callback(self, callback: Callable[..., Any], weak: bool = False) -> None:
+        """Call ``callback(communicator, exc)`` when the connection closes (``exc`` is ``None``
+        after :meth:`close`). ``weak`` is accepted for kiwipy 0.9 compatibility."""
+        self._async.add_close_callback(lambda _comm, exc: callback(self, exc))
+
+    # -- tasks ---------------------------------------------------------------------------------
+
+    def task_send(
+        self,
+        task: Any,
+        no_reply: bool = False,
+        *,
+        deadline: float | None = None,
+        timeout: float | None = None,
+    ) -> concurrent.futures.Future[Any] | None:
+        """Send a task; when this returns the broker has confirmed it (it is on disk)."""
+        return self._default_queue.task_send(task, no_reply, deadline=deadline, timeout=timeout)
+
+    def task_send_many(
+        self,
+        tasks: Iterable[Any],
+        no_reply: bool = False,
+        *,
+        deadline: float | None = None,
+        timeout: float | None = None,
+    ) -> list[concurrent.futures.Future[Any] | None]:
+        """Send many tasks with their confirms in flight together; return when all are confirmed."""
+        return self._default_queue.task_send_many(
+            tasks, no_reply, deadline=deadline, timeout=timeout
+        )
+
+    def task_queue(
+        self,
+        queue_name: str,
+        prefetch_size: int = 0,
+        prefetch_count: int | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> TaskQueue:
+        """The task queue ``queue_name`` (``prefetch_size`` is accepted and ignored, as RabbitMQ
+        does)."""
+
+        async def get() -> TaskQueue:
+            queue = await self._async.task_queue(queue_name, prefetch_count)
+            return TaskQueue(queue, self._portal)
+
+        return self._call(get, timeout, "task_queue")
+
+    def add_task_subscriber(
+        self,
+        subscriber: Callable[..., Any],
+        identifier: Any = None,
+        *,
+        timeout: float | None = None,
+    ) -> Any:
+        return self._default_queue.add_task_subscriber(subscriber, identifier, timeout=timeout)
+
+    def remove_task_subscriber(self, identifier: Any, *, timeout: float | None = None) -> None:
+        self._default_queue.remove_task_subscriber(identifier, timeout=timeout)
+
+    # -- rpc -----------------------------------------------------------------------------------
+
+    def add_rpc_subscriber(
+        self,
+        subscriber: Callable[..., Any],
+        identifier: Any = None,
+        *,
+        timeout: float | None = None,
+    ) -> Any:
+        return self._call(
+            lambda: self._async.add_rpc_subscriber(subscriber, identifier),
+            timeout,
+            "add_rpc_subscriber",
+        )
+
+    def remove_rpc_subscriber(self, identifier: Any, *, timeout: float | None = None) -> None:
+        self._call(
+            lambda: self._async.remove_rpc_subscriber(identifier), timeout, "remove_rpc_subscriber"
+        )
+
+    def rpc_send(
+        self,
+        recipient_id: Any,
+        msg: Any,
+        *,
+        deadline: float | None = None,
+        timeout: float | None = None,
+    ) -> concurrent.futures.Future[Any]:
+        """Send an RPC; ``UnroutableError`` is raised here when nobody owns ``recipient_id``."""
+
+        async def send() -> concurrent.futures.Future[Any]:
+            future = await self._async.rpc_send(
+                recipient_id, msg, deadline=deadline, timeout=timeout
+            )
+            return to_concurrent(future, self._portal)
+
+        return self._call(send, timeout, "rpc_send")
+
+    # -- broadcasts ----------------------------------------------------------------------------
+
+    def add_broadcast_subscriber(
+        self,
+        subscriber: Callable[..., Any],
+        identifier: Any = None,
+        *,
+        timeout: float | None = None,
+    ) -> Any:
+        return self._call(
+            lambda: self._async.add_broadcast_subscriber(subscriber, identifier),
+            timeout,
+            "add_broadcast_subscriber",
+        )
+
+    def remove_broadcast_subscriber(self, identifier: Any, *, timeout: float | None = None) -> None:
+        self._call(
+            lambda: self._async.remove_broadcast_subscriber(identifier),
+            timeout,
+            "remove_broadcast_subscriber",
+        )
+
+    def broadcast_send(
+        self,
+        body: Any,
+        sender: Any = None,
+        subject: Any = None,
+        correlation_id: Any = None,
+        *,
+        timeout: float | None = None,
+    ) -> bool:
+        """Send a broadcast; ``True`` once the broker has it."""
+        return self._call(
+            lambda: self._async.broadcast_send(
+                body, sender, subject, correlation_id, timeout=timeout
+            ),
+            timeout,
+            "broadcast_send",
+        )

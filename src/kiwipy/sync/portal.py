@@ -1,0 +1,87 @@
+"""A loop-in-a-thread portal: blocking code runs coroutines on a private event loop.
+
+The loop lives on one daemon thread, so heartbeats and acks go on while the caller's thread is
+busy. A call that times out is cancelled on the loop before the caller gets ``TimeoutError``:
+nothing is left running to happen "maybe" later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from kiwipy.exceptions import InvalidStateError, TimeoutError
+
+__all__ = ("Portal",)
+
+T = TypeVar("T")
+
+#: How long a timed-out call may take to unwind its cancellation before we stop waiting.
+_CANCEL_GRACE_S = 5.0
+
+
+class Portal:
+    """Owns an event loop running on a daemon thread named ``name``."""
+
+    def __init__(self, name: str) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._started = threading.Event()
+        self._thread.start()
+        self._started.wait()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def in_loop_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def call(
+        self, make: Callable[[], Coroutine[Any, Any, T]], timeout: float | None, what: str
+    ) -> T:
+        """Run the coroutine ``make()`` on the loop and wait for it, at most ``timeout`` s."""
+        if self.in_loop_thread():
+            raise InvalidStateError(
+                f"{what}: a blocking call was made from the communicator's own event loop "
+                "thread, where it would deadlock; use the asyncio API (kiwipy.aio) there"
+            )
+        if self._loop.is_closed():
+            from kiwipy.exceptions import CommunicatorClosed
+
+            raise CommunicatorClosed("The communicator's event loop has stopped")
+        future = asyncio.run_coroutine_threadsafe(make(), self._loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            if future.done():  # it raised a timeout of its own
+                raise
+            future.cancel()
+            concurrent.futures.wait([future], _CANCEL_GRACE_S)
+            raise TimeoutError(f"{what} did not complete within {timeout:g} s") from None
+
+    def call_soon(self, callback: Callable[..., Any], *args: Any) -> None:
+        """Schedule a plain callback on the loop from any thread."""
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    def stop(self) -> None:
+        """Stop the loop and join its thread. Idempotent; not from the loop thread."""
+        if self._loop.is_closed():
+            return
+        if self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if not self.in_loop_thread():
+            self._thread.join()
+            self._loop.close()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.call_soon(self._started.set)
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.run_until_complete(self._loop.shutdown_asyncgens())

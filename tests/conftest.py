@@ -1,0 +1,63 @@
+"""Fixtures shared by the whole test suite."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+_PROBE_TIMEOUT = 2.0
+
+
+def _mask_password(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    netloc = f"{parts.username or ''}:***@{host}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _broker_answers(url: str) -> bool:
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
+    try:
+        with socket.create_connection((host, port), timeout=_PROBE_TIMEOUT):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    """URL of the RabbitMQ broker for the tests (``KIWIPY_TEST_AMQP_URL``).
+
+    Probed once per session: when nothing answers, the tests that use this fixture
+    fail under ``CI=true`` and are skipped otherwise.
+    """
+    url = os.environ.get("KIWIPY_TEST_AMQP_URL") or DEFAULT_AMQP_URL
+    try:
+        if not _broker_answers(url):
+            message = f"no RabbitMQ at {_mask_password(url)}"
+            if os.environ.get("CI", "").lower() == "true":
+                pytest.fail(f"{message} (CI=true: a broker is required)", pytrace=False)
+            pytest.skip(message)
+    except ValueError as exc:  # malformed URL, e.g. a non-numeric port
+        pytest.fail(f"invalid KIWIPY_TEST_AMQP_URL: {exc}", pytrace=False)
+    return url
+
+
+@pytest.fixture
+def unique_name() -> str:
+    """A fresh prefix for exchange/queue names, so tests never share broker objects."""
+    return f"kiwipy-test-{uuid.uuid4().hex[:12]}"
