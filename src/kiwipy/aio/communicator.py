@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kiwipy import messages
+from kiwipy.aio.broadcasts import Broadcasts, BroadcastSubscriber
 from kiwipy.aio.core import Core
 from kiwipy.aio.futures import Invoker, call_subscriber, follow_pending
 from kiwipy.aio.tasks import AsyncTaskQueue
@@ -28,7 +29,6 @@ __all__ = ("AsyncCommunicator", "connect")
 _LOGGER = logging.getLogger(__name__)
 
 RpcSubscriber = Callable[[Any, Any], Any]
-BroadcastSubscriber = Callable[[Any, Any, Any, Any, Any], Any]
 
 
 async def connect(url: str | None = None, **options: Any) -> AsyncCommunicator:
@@ -67,9 +67,7 @@ class AsyncCommunicator:
         self._task_queues: dict[tuple[str, int], AsyncTaskQueue] = {}
         self._rpc_subscriptions: dict[str, Subscription] = {}
         self._rpc_identifiers: dict[str, Any] = {}
-        self._broadcast_subscribers: dict[Any, BroadcastSubscriber] = {}
-        self._broadcast_subscription: Subscription | None = None
-        self._broadcast_inbox: asyncio.Queue[Message] | None = None
+        self._broadcasts = Broadcasts(self._core)
         self._close_callbacks: list[Callable[[AsyncCommunicator, BaseException | None], Any]] = []
         self._transport.add_close_callback(self._on_transport_closed)
 
@@ -245,26 +243,10 @@ class AsyncCommunicator:
         self, subscriber: BroadcastSubscriber, identifier: Any = None
     ) -> Any:
         """Receive broadcasts as ``subscriber(comm, body, sender, subject, correlation_id)``."""
-        self._core.ensure_open()
-        identifier = identifier if identifier is not None else uuid.uuid4().hex
-        if identifier in self._broadcast_subscribers:
-            raise DuplicateSubscriberIdentifier(f"Broadcast identifier '{identifier}'")
-        self._broadcast_subscribers[identifier] = subscriber
-        if self._broadcast_subscription is None:
-            try:
-                await self._start_broadcasts()
-            except BaseException:
-                del self._broadcast_subscribers[identifier]
-                raise
-        return identifier
+        return await self._broadcasts.add_subscriber(subscriber, identifier)
 
     async def remove_broadcast_subscriber(self, identifier: Any) -> None:
-        if identifier not in self._broadcast_subscribers:
-            raise ValueError(f"Broadcast subscriber '{identifier}' unknown")
-        del self._broadcast_subscribers[identifier]
-        if not self._broadcast_subscribers and self._broadcast_subscription is not None:
-            subscription, self._broadcast_subscription = self._broadcast_subscription, None
-            await subscription.cancel()
+        await self._broadcasts.remove_subscriber(identifier)
 
     async def broadcast_send(
         self,
@@ -276,51 +258,5 @@ class AsyncCommunicator:
         timeout: float | None = None,
     ) -> bool:
         """Send a broadcast to every subscriber (none is fine); ``True`` once the broker has it."""
-        self._core.ensure_open()
         envelope = messages.BroadcastEnvelope(body, sender, subject, correlation_id)
-        data, content_type = self._core.encode(messages.broadcast_body(envelope))
-        await self._core.bounded(
-            self._transport.publish_broadcast(Message(data, content_type)), timeout, "A broadcast"
-        )
-        return True
-
-    async def _start_broadcasts(self) -> None:
-        # One consumer task handles broadcasts in arrival order, so per-sender order holds
-        # even when subscribers are coroutines.
-        if self._broadcast_inbox is None:
-            inbox: asyncio.Queue[Message] = asyncio.Queue()
-            self._broadcast_inbox = inbox
-            self._core.spawn(self._deliver_broadcasts(inbox), "Broadcast delivery")
-
-        async def on_broadcast(message: Message) -> None:
-            assert self._broadcast_inbox is not None
-            self._broadcast_inbox.put_nowait(message)
-
-        self._broadcast_subscription = await self._transport.subscribe_broadcasts(on_broadcast)
-
-    async def _deliver_broadcasts(self, inbox: asyncio.Queue[Message]) -> None:
-        while True:
-            message = await inbox.get()
-            try:
-                data = self._core.codec.decode(message.body, message.content_type)
-                envelope = messages.parse_broadcast(data)
-            except MessageError as exc:
-                _LOGGER.warning("Dropped an undecodable broadcast: %s", exc)
-                continue
-            for subscriber in list(self._broadcast_subscribers.values()):
-                await self._call_broadcast_subscriber(subscriber, envelope)
-
-    async def _call_broadcast_subscriber(
-        self, subscriber: BroadcastSubscriber, envelope: messages.BroadcastEnvelope
-    ) -> None:
-        try:
-            await self._core.invoke(
-                subscriber,
-                self._core.target,
-                envelope.body,
-                envelope.sender,
-                envelope.subject,
-                envelope.correlation_id,
-            )
-        except Exception:
-            _LOGGER.exception("Exception in broadcast subscriber")
+        return await self._broadcasts.send(envelope, timeout)

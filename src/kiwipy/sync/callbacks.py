@@ -1,13 +1,15 @@
-"""The callback thread: user subscribers of the blocking facade run here, never on the I/O loop.
+"""Callback threads: user subscribers of the blocking facade run here, never on the I/O loop.
 
-One thread, one FIFO queue: callbacks run in arrival order (per-sender order holds), a callback
-that sleeps for minutes stalls only other callbacks (heartbeats and acks go on), and a callback
-may call the communicator's blocking methods without deadlocking.
+Each subscriber has a *lane*: its calls run one at a time, in arrival order (so per-sender order
+holds), on a small pool of daemon threads. A subscriber that sleeps for minutes holds only its
+own lane: heartbeats and acks go on (they are on the loop), and so do other subscribers'
+deliveries. A callback may call the communicator's blocking methods without deadlocking.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
 import logging
 import queue
@@ -17,55 +19,123 @@ from typing import Any
 
 from kiwipy.aio.futures import is_future
 
-__all__ = ("CallbackThread",)
+__all__ = ("CallbackThreads",)
 
 _LOGGER = logging.getLogger(__name__)
 _STOP = object()
 
+#: Lanes that may run at the same time; more busy subscribers than this wait their turn.
+DEFAULT_MAX_THREADS = 32
 
-class CallbackThread:
-    """Runs subscribers on one daemon thread and hands their results back to the loop."""
 
-    def __init__(self, name: str) -> None:
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+class _Call:
+    __slots__ = ("args", "loop", "outcome", "subscriber")
+
+    def __init__(
+        self,
+        subscriber: Callable[..., Any],
+        args: tuple[Any, ...],
+        loop: asyncio.AbstractEventLoop,
+        outcome: asyncio.Future[Any],
+    ) -> None:
+        self.subscriber = subscriber
+        self.args = args
+        self.loop = loop
+        self.outcome = outcome
+
+    def run(self) -> None:
+        try:
+            result = self.subscriber(*self.args)
+        except BaseException as exc:  # handed to the loop; it decides what is fatal
+            _deliver(self.loop, self.outcome, exception=exc)
+        else:
+            _deliver(self.loop, self.outcome, result=result)
+
+
+class CallbackThreads:
+    """Runs subscribers in per-subscriber lanes on up to ``max_threads`` daemon threads."""
+
+    def __init__(self, name: str, max_threads: int = DEFAULT_MAX_THREADS) -> None:
+        self._name = name
+        self._max_threads = max_threads
+        self._lock = threading.Lock()
+        self._lanes: dict[int, collections.deque[_Call]] = {}
+        self._ready: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0  # threads waiting for a lane
+        self._queued = 0  # lanes waiting for a thread
+        self._stopped = False
 
     def is_current(self) -> bool:
-        return threading.current_thread() is self._thread
+        return threading.current_thread() in self._threads
 
     async def invoke(self, subscriber: Callable[..., Any], *args: Any) -> Any:
-        """Call ``subscriber(*args)`` on the callback thread; await its result on the loop.
+        """Call ``subscriber(*args)`` in its lane; await its result on the loop.
 
         A coroutine it returns (an ``async def`` subscriber, or a ``BroadcastFilter`` around
         one) is awaited on the loop; a future it returns is kept (the pending protocol).
         """
         loop = asyncio.get_running_loop()
         outcome: asyncio.Future[Any] = loop.create_future()
-        self._queue.put((subscriber, args, loop, outcome))
+        self._submit(id(subscriber), _Call(subscriber, args, loop, outcome))
         result = await outcome
         if inspect.isawaitable(result) and not is_future(result):
             result = await result
         return result
 
     def stop(self, timeout: float = 1.0) -> None:
-        """Ask the thread to finish after the queued callbacks; wait at most ``timeout`` s."""
-        self._queue.put(_STOP)
-        if not self.is_current():
-            self._thread.join(timeout)
+        """Let the threads finish their current call and exit; wait at most ``timeout`` s."""
+        with self._lock:
+            self._stopped = True
+            threads = list(self._threads)
+        for _ in threads:
+            self._ready.put(_STOP)
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout / max(len(threads), 1))
 
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
+    def _submit(self, lane_key: int, call: _Call) -> None:
+        with self._lock:
+            if self._stopped:
+                raise RuntimeError("The communicator's callback threads have stopped")
+            lane = self._lanes.get(lane_key)
+            if lane is not None:  # a thread is draining this lane; it will get to the call
+                lane.append(call)
                 return
-            subscriber, args, loop, outcome = item
-            try:
-                result = subscriber(*args)
-            except BaseException as exc:  # handed to the loop; it decides what is fatal
-                _deliver(loop, outcome, exception=exc)
-            else:
-                _deliver(loop, outcome, result=result)
+            self._lanes[lane_key] = collections.deque([call])
+            self._queued += 1
+            if self._idle < self._queued and len(self._threads) < self._max_threads:
+                self._start_thread()
+        self._ready.put(lane_key)
+
+    def _start_thread(self) -> None:
+        thread = threading.Thread(
+            target=self._work, name=f"{self._name}-{len(self._threads) + 1}", daemon=True
+        )
+        self._threads.append(thread)
+        thread.start()
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                self._idle += 1
+            lane_key = self._ready.get()
+            if lane_key is _STOP:
+                return
+            with self._lock:
+                self._idle -= 1
+                self._queued -= 1
+            self._drain(lane_key)
+
+    def _drain(self, lane_key: int) -> None:
+        while True:
+            with self._lock:
+                lane = self._lanes[lane_key]
+                if not lane:
+                    del self._lanes[lane_key]
+                    return
+                call = lane.popleft()
+            call.run()
 
 
 def _deliver(

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from kiwipy.aio.communicator import AsyncCommunicator
 from kiwipy.exceptions import CommunicatorClosed
 from kiwipy.settings import Settings
-from kiwipy.sync.callbacks import CallbackThread
+from kiwipy.sync.callbacks import CallbackThreads
 from kiwipy.sync.futures import to_concurrent
 from kiwipy.sync.portal import Portal
 from kiwipy.sync.tasks import TaskQueue
@@ -41,7 +41,7 @@ class Communicator:
         self._settings = settings
         self._closed = False
         self._portal = Portal(f"kiwipy-loop-{number}")
-        self._callbacks = CallbackThread(f"kiwipy-callbacks-{number}")
+        self._callbacks = CallbackThreads(f"kiwipy-callbacks-{number}")
         try:
             self._async = self._portal.call(
                 self._create, settings.connection_timeout + 5, "Connect"
