@@ -383,3 +383,19 @@ def test_random_bytes_only_ever_raise_decode_error(body: bytes, content_type: st
     codec = message_codec()
     with contextlib.suppress(DecodeError):
         codec.decode(body, content_type)
+
+
+def test_json_floats_keep_a_dot_so_yaml_1_1_readers_see_floats() -> None:
+    import yaml
+
+    body = JSON.encode([1e20, -1e-05, 2.5e-300, "1e+5 in a string"])
+    assert b"1.0e+20" in body and b"-1.0e-05" in body and b'"1e+5 in a string"' in body
+    assert yaml.safe_load(body) == [1e20, -1e-05, 2.5e-300, "1e+5 in a string"]
+
+
+def test_json_writes_characters_beyond_the_bmp_as_utf8() -> None:
+    import yaml
+
+    body = JSON.encode("smile \U0001f600")
+    assert body == '"smile \U0001f600"'.encode()
+    assert yaml.safe_load(body) == "smile \U0001f600"

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -120,8 +121,33 @@ def _json_default(value: object) -> NoReturn:
     _refuse(value, "JSON")
 
 
+# kiwipy 0.9 peers read JSON with a YAML 1.1 parser, which takes ``1e+20`` for a string: a float
+# needs a dot in its mantissa there. Strings are matched first so that their text is left alone.
+_EXPONENT_HINT = re.compile(rb"[0-9]e[-+]?[0-9]")
+_STRING_OR_BARE_EXPONENT = re.compile(rb'("(?:[^"\\]|\\.)*")|(?<![0-9.])(-?[0-9]+)(e[-+]?[0-9]+)')
+
+
+def _dotted_exponents(body: bytes) -> bytes:
+    def fix(match: re.Match[bytes]) -> bytes:
+        if match.group(1) is not None:
+            return match.group(1)
+        return match.group(2) + b".0" + match.group(3)
+
+    return _STRING_OR_BARE_EXPONENT.sub(fix, body)
+
+
 def _json_dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), default=_json_default).encode("ascii")
+    try:
+        # Raw UTF-8, not \ud83d-style escapes: YAML 1.1 reads escaped surrogate pairs as two
+        # lone surrogates.
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+        body = text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate cannot be UTF-8: escape everything instead
+        text = json.dumps(value, separators=(",", ":"), default=_json_default)
+        body = text.encode("ascii")
+    if _EXPONENT_HINT.search(body):
+        body = _dotted_exponents(body)
+    return body
 
 
 def _json_loads(body: bytes) -> Any:

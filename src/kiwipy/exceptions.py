@@ -10,7 +10,7 @@
     ├── DuplicateSubscriberIdentifier
     ├── CommunicatorClosed           the communicator was closed
     ├── QueueEmpty                   ``next_task()`` found nothing
-    ├── TimeoutError                 also a builtin ``TimeoutError`` and ``concurrent.futures`` one
+    ├── DeadlineExceeded             also ``TimeoutError`` (builtin, concurrent.futures, asyncio)
     ├── InvalidStateError            also ``asyncio.InvalidStateError``
     ├── ConnectionLost               also ``ConnectionError``: the broker connection went away
     │   └── ReplyLost                a reply can no longer arrive (its reply queue died)
@@ -21,6 +21,8 @@
         └── MessageTooLarge          a body is over the size cap
 
 Names kiwipy 0.9 exported are kept, so ``except kiwipy.UnroutableError`` code keeps working.
+``TimeoutError`` stays what it was in kiwipy 0.9, ``concurrent.futures.TimeoutError``; what
+kiwipy raises on a timeout, :class:`DeadlineExceeded`, is a subclass of it.
 Errors of the AMQP library are translated at the transport boundary (``raise ... from exc``).
 """
 
@@ -35,6 +37,7 @@ __all__ = (
     "BrokerError",
     "CommunicatorClosed",
     "ConnectionLost",
+    "DeadlineExceeded",
     "DecodeError",
     "DeliveryFailed",
     "DuplicateSubscriberIdentifier",
@@ -101,17 +104,22 @@ class QueueEmpty(KiwipyError):
     """No task was waiting in the queue."""
 
 
+#: kiwipy 0.9's ``TimeoutError``: the one of :mod:`concurrent.futures` (the builtin one since
+#: Python 3.11), so ``except kiwipy.TimeoutError`` also catches ``future.result(timeout=...)``.
+TimeoutError = concurrent.futures.TimeoutError
+
+
 if sys.version_info >= (3, 11):
     # builtins.TimeoutError, concurrent.futures.TimeoutError and asyncio.TimeoutError are one.
-    class TimeoutError(KiwipyError, builtins.TimeoutError):
-        """An operation did not finish before its deadline."""
+    class DeadlineExceeded(KiwipyError, builtins.TimeoutError):
+        """An operation or a reply did not arrive before its deadline."""
 
 else:
 
-    class TimeoutError(
+    class DeadlineExceeded(
         KiwipyError, builtins.TimeoutError, concurrent.futures.TimeoutError, asyncio.TimeoutError
     ):
-        """An operation did not finish before its deadline.
+        """An operation or a reply did not arrive before its deadline.
 
         Caught by ``except TimeoutError`` (builtin), ``except concurrent.futures.TimeoutError``
         and ``except asyncio.TimeoutError`` on every supported Python.

@@ -29,6 +29,8 @@ __all__ = ("AsyncCommunicator", "connect")
 _LOGGER = logging.getLogger(__name__)
 
 RpcSubscriber = Callable[[Any, Any], Any]
+#: How long a graceful close waits for tasks that are being answered and acknowledged.
+_SETTLE_ON_CLOSE_S = 5.0
 
 
 async def connect(url: str | None = None, **options: Any) -> AsyncCommunicator:
@@ -111,6 +113,7 @@ class AsyncCommunicator:
             return
         self._core.closed = True
         self._core.replies.fail_all(CommunicatorClosed("The communicator was closed"))
+        await self._core.wait_settling(_SETTLE_ON_CLOSE_S)
         await self._core.cancel_tasks()
         await self._transport.close()
 

@@ -10,7 +10,7 @@ from typing import Any
 from kiwipy import messages
 from kiwipy.aio.futures import Invoker
 from kiwipy.codecs import MessageCodec
-from kiwipy.exceptions import CommunicatorClosed, MessageError
+from kiwipy.exceptions import CommunicatorClosed, DeadlineExceeded, MessageError
 from kiwipy.settings import Settings
 from kiwipy.transports.base import Message, Transport
 
@@ -42,6 +42,7 @@ class Core:
         self.invoke = invoke
         self._subscriber_target = subscriber_target
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._settling: set[asyncio.Task[None]] = set()
         self.closed = False
 
     @property
@@ -64,6 +65,26 @@ class Core:
 
         task.add_done_callback(forget)
         return task
+
+    async def protect(self, settlement: Coroutine[Any, Any, None]) -> None:
+        """Run a settlement (reply, then ack) to its end even if the caller is cancelled.
+
+        :meth:`close` waits for these first, so a graceful close never sends a reply and then
+        drops the ack (which would run the task again elsewhere).
+        """
+        task = asyncio.ensure_future(settlement)
+        self._settling.add(task)
+        task.add_done_callback(self._settled)
+        await asyncio.shield(task)
+
+    def _settled(self, task: asyncio.Task[None]) -> None:
+        self._settling.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            _LOGGER.warning("Could not settle a task: %s", task.exception())
+
+    async def wait_settling(self, timeout: float) -> None:
+        if self._settling:
+            await asyncio.wait(list(self._settling), timeout=timeout)
 
     async def cancel_tasks(self) -> None:
         tasks = list(self._tasks)
@@ -90,14 +111,12 @@ class Core:
     async def bounded(self, awaitable: Awaitable[Any], timeout: float | None, what: str) -> Any:
         """Await ``awaitable`` for at most ``timeout`` s (default ``operation_timeout``).
 
-        A late operation is cancelled and fails with kiwipy's ``TimeoutError``.
+        A late operation is cancelled and fails with ``DeadlineExceeded``.
         """
-        from kiwipy.exceptions import TimeoutError
-
         limit = self.settings.operation_timeout if timeout is None else timeout
         try:
             return await asyncio.wait_for(awaitable, limit)
         except asyncio.TimeoutError as exc:
-            if isinstance(exc, TimeoutError):
+            if isinstance(exc, DeadlineExceeded):
                 raise
-            raise TimeoutError(f"{what} did not complete within {limit:g} s") from exc
+            raise DeadlineExceeded(f"{what} did not complete within {limit:g} s") from exc

@@ -9,7 +9,7 @@ from typing import Any
 
 from kiwipy import messages
 from kiwipy.codecs import MessageCodec
-from kiwipy.exceptions import KiwipyError, MessageError, TimeoutError
+from kiwipy.exceptions import DeadlineExceeded, KiwipyError, MessageError
 from kiwipy.transports.base import Message, Transport
 
 __all__ = ("ReplyFutures",)
@@ -20,7 +20,7 @@ _LOGGER = logging.getLogger(__name__)
 class ReplyFutures:
     """Owns the reply address and every future that waits for a reply.
 
-    Each future resolves with the reply, fails with its deadline (``TimeoutError``) or with the
+    Each future resolves with the reply, fails at its deadline (``DeadlineExceeded``) or with the
     error given to :meth:`fail_all` (connection lost, communicator closed). A ``pending`` reply
     resolves the future with a *new* future that waits for the next reply under the same
     correlation id, as kiwipy 0.9 does.
@@ -86,7 +86,7 @@ class ReplyFutures:
         self._timers.pop(correlation_id, None)
         future = self._waiting.pop(correlation_id, None)
         if future is not None and not future.done():
-            future.set_exception(TimeoutError(f"No reply within {timeout:g} s"))
+            future.set_exception(DeadlineExceeded(f"No reply within {timeout:g} s"))
 
     async def _on_reply(self, message: Message) -> None:
         correlation_id = message.correlation_id or ""

@@ -127,12 +127,15 @@ class IncomingTask:
         if self._state in (TaskState.FINISHED, TaskState.REQUEUED):
             return
         self._state = TaskState.FINISHED
-        reply = _outcome_reply(outcome)
-        if self._no_reply:
-            if "exception" in reply:
-                _LOGGER.warning("Task without reply failed: %s", reply["exception"])
-        else:
+        await self._core.protect(self._reply_and_ack(_outcome_reply(outcome)))
+
+    async def _reply_and_ack(self, reply: dict[str, Any]) -> None:
+        # Reply first: if we die in between, the task runs again (at least once), but its
+        # sender is never left without an answer.
+        if not self._no_reply:
             await self._core.send_reply(self._delivery.message, reply)
+        elif messages.EXCEPTION_KEY in reply:
+            _LOGGER.warning("Task without reply failed: %s", reply[messages.EXCEPTION_KEY])
         await self._delivery.ack()
 
     def _start(self) -> None:

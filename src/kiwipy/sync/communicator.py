@@ -8,6 +8,7 @@ import itertools
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
+from kiwipy import communications
 from kiwipy.aio.communicator import AsyncCommunicator
 from kiwipy.exceptions import CommunicatorClosed
 from kiwipy.settings import Settings
@@ -27,13 +28,14 @@ def connect(url: str | None = None, **options: Any) -> Communicator:
     return Communicator(Settings.from_url(url, **options))
 
 
-class Communicator:
+class Communicator(communications.Communicator):
     """Tasks, RPC and broadcasts for plain blocking Python.
 
     An event loop on a daemon thread does all I/O (heartbeats and acks go on while your code is
     busy); subscribers run on a dedicated callback thread, in arrival order. Every blocking
     method takes ``timeout`` (seconds, default ``settings.operation_timeout``); a call that
-    times out is cancelled and raises :class:`kiwipy.TimeoutError`.
+    times out is cancelled and raises :class:`kiwipy.exceptions.DeadlineExceeded` (a
+    ``TimeoutError``).
     """
 
     def __init__(self, settings: Settings) -> None:

@@ -1,7 +1,7 @@
 """A loop-in-a-thread portal: blocking code runs coroutines on a private event loop.
 
 The loop lives on one daemon thread, so heartbeats and acks go on while the caller's thread is
-busy. A call that times out is cancelled on the loop before the caller gets ``TimeoutError``:
+busy. A call that times out is cancelled on the loop before the caller gets ``DeadlineExceeded``:
 nothing is left running to happen "maybe" later.
 """
 
@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from kiwipy.exceptions import InvalidStateError, TimeoutError
+from kiwipy.exceptions import DeadlineExceeded, InvalidStateError
 
 __all__ = ("Portal",)
 
@@ -61,7 +61,7 @@ class Portal:
                 raise
             future.cancel()
             concurrent.futures.wait([future], _CANCEL_GRACE_S)
-            raise TimeoutError(f"{what} did not complete within {timeout:g} s") from None
+            raise DeadlineExceeded(f"{what} did not complete within {timeout:g} s") from None
 
     def call_soon(self, callback: Callable[..., Any], *args: Any) -> None:
         """Schedule a plain callback on the loop from any thread."""

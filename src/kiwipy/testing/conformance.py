@@ -21,12 +21,12 @@ import pytest
 
 from kiwipy.exceptions import (
     CommunicatorClosed,
+    DeadlineExceeded,
     DuplicateSubscriberIdentifier,
     MessageTooLarge,
     QueueEmpty,
     RemoteException,
     TaskRejected,
-    TimeoutError,
     UnroutableError,
 )
 from kiwipy.filters import BroadcastFilter
@@ -418,7 +418,7 @@ class CommunicatorConformance:
         await server.add_rpc_subscriber(lambda comm, msg: concurrent.futures.Future(), "slow")
         outer = await client.rpc_send("slow", None, deadline=0.3)
         nested = await settle(outer)
-        with pytest.raises(TimeoutError):
+        with pytest.raises(DeadlineExceeded):
             await settle(nested)
 
     # -- broadcasts ----------------------------------------------------------------------------

@@ -1,0 +1,38 @@
+"""Drivers and workers for our kiwipy (``kiwipy.sync`` / ``kiwipy.aio``).
+
+    python bench/patterns_ours.py driver --pattern tasks_batch --n 2000 --names '{...}'
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import common
+import kiwipy_patterns
+from common import WAIT_TIMEOUT_S
+
+import kiwipy.aio
+import kiwipy.sync
+
+
+@contextlib.asynccontextmanager
+async def connect_async(url: str, options: dict[str, Any]) -> AsyncIterator[Any]:
+    async with await kiwipy.aio.connect(url, **options) as comm:
+        yield comm
+
+
+def connect(url: str, options: dict[str, Any]) -> kiwipy.sync.Communicator:
+    return kiwipy.sync.connect(url, **options)
+
+
+def send_batch(comm: Any, tasks: list[Any], no_reply: bool) -> list[Any]:
+    return list(comm.task_send_many(tasks, no_reply=no_reply, timeout=WAIT_TIMEOUT_S))
+
+
+API = kiwipy_patterns.KiwipyApi(__file__, connect, connect_async, send_batch)
+
+if __name__ == "__main__":
+    patterns = kiwipy_patterns.KiwipyPatterns(API)
+    common.main(patterns.drivers(), patterns.workers())

@@ -1,0 +1,31 @@
+"""``kiwipy.connect(uri)``: a blocking communicator for a broker URL (kiwipy 0.9 entry point)."""
+
+from __future__ import annotations
+
+import urllib.parse
+from typing import TYPE_CHECKING, Any
+
+from kiwipy.settings import mask_url
+
+if TYPE_CHECKING:
+    from kiwipy.rmq.threadcomms import RmqThreadCommunicator
+
+__all__ = ("connect",)
+
+DEFAULT_COMM_URI = "amqp://guest:guest@127.0.0.1/"
+
+_SCHEMES = ("amqp", "amqps", "memory")
+
+
+def connect(uri: str = DEFAULT_COMM_URI, **kwargs: Any) -> RmqThreadCommunicator:
+    """Connect to ``uri`` and return a blocking communicator (a :class:`kiwipy.Communicator`).
+
+    ``uri`` is ``amqp://``, ``amqps://`` or ``memory://NAME`` (an in-process broker shared by
+    every communicator of this process that uses the same name). ``kwargs`` are those of
+    :func:`kiwipy.rmq.connect` (``message_exchange``, ``task_queue``, ``testing_mode``, ...).
+    """
+    if urllib.parse.urlsplit(uri).scheme not in _SCHEMES:
+        raise ValueError(f"Unknown communicator uri '{mask_url(uri)}'")
+    from kiwipy import rmq  # imported on first use: ``import kiwipy`` stays light
+
+    return rmq.connect(connection_params=uri, **kwargs)

@@ -1,0 +1,317 @@
+"""kiwipy 0.9's asyncio communicator (``kiwipy.rmq.RmqCommunicator``, ``async_connect``).
+
+:class:`RmqCommunicator` is :class:`kiwipy.aio.AsyncCommunicator` with kiwipy 0.9's constructor
+arguments and extra methods. kiwipy 0.9 built it on an aio-pika connection; kiwipy now owns its
+connection, so the constructor takes a URL (or a :class:`~kiwipy.settings.Settings`) instead.
+This module also turns kiwipy 0.9's keyword arguments into :class:`~kiwipy.settings.Settings`
+for the blocking :class:`~kiwipy.rmq.threadcomms.RmqThreadCommunicator`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import urllib.parse
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from kiwipy.aio.communicator import AsyncCommunicator
+from kiwipy.exceptions import CommunicatorClosed
+from kiwipy.rmq import defaults
+from kiwipy.rmq.tasks import RmqTaskQueue
+from kiwipy.rmq.utils import weak_callback
+from kiwipy.settings import DEFAULT_URL, Settings
+
+__all__ = ("RmqCommunicator", "async_connect")
+
+_LOGGER = logging.getLogger(__name__)
+_NOT_CONNECTED = (
+    "The communicator is not connected, call connect() or use in a context to establish a "
+    "connection."
+)
+_FACTORY_WARNED = False
+ConnectionParams = str | dict[str, Any] | None
+
+
+# -- kiwipy 0.9 arguments -> Settings ----------------------------------------------------------
+
+
+def settings_from_arguments(
+    connection_params: ConnectionParams,
+    connection_factory: Callable[..., Any] = defaults.CONNECTION_FACTORY,
+    *,
+    encoder: Callable[[Any], bytes] = defaults.ENCODER,
+    decoder: Callable[[bytes], Any] = defaults.DECODER,
+    queue_expires: int = defaults.QUEUE_EXPIRES,
+    task_prefetch_count: int = defaults.TASK_PREFETCH_COUNT,
+    async_task_timeout: float | None = None,
+    **options: Any,
+) -> Settings:
+    """Map kiwipy 0.9's communicator arguments onto :class:`Settings`.
+
+    ``queue_expires`` becomes ``queue_expires_ms`` and ``async_task_timeout`` becomes
+    ``operation_timeout``. ``task_prefetch_count=0`` means kiwipy's finite default (kiwipy 0.9
+    read it as "unlimited", letting one worker hoard every task). The ``defaults.ENCODER`` /
+    ``DECODER`` pair means kiwipy's default codec; any other pair is used as given.
+    """
+    _check_factory(connection_factory)
+    url, from_params = _url_and_options(connection_params)
+    options = {**from_params, **options, "queue_expires_ms": queue_expires}
+    if task_prefetch_count:
+        options["task_prefetch_count"] = task_prefetch_count
+    if encoder is not defaults.ENCODER or decoder is not defaults.DECODER:
+        options.update(encoder=encoder, decoder=decoder)
+    if async_task_timeout is not None:
+        options["operation_timeout"] = float(async_task_timeout)
+    return Settings.from_url(url, **options)
+
+
+def _check_factory(factory: Callable[..., Any]) -> None:
+    """Warn once if a custom connection factory is given: kiwipy cannot call it."""
+    global _FACTORY_WARNED
+    is_aio_pika_default = getattr(factory, "__name__", "") == "connect_robust" and getattr(
+        factory, "__module__", ""
+    ).startswith("aio_pika")
+    if factory is defaults.CONNECTION_FACTORY or is_aio_pika_default or _FACTORY_WARNED:
+        return
+    _FACTORY_WARNED = True
+    warnings.warn(
+        f"kiwipy opens its connection itself; the connection_factory {factory!r} is ignored",
+        UserWarning,
+        stacklevel=4,
+    )
+
+
+# aio-pika connect() keywords that have a Settings counterpart or shape the URL.
+_URL_PARTS = ("host", "port", "login", "password", "virtualhost", "ssl")
+_OPTION_NAMES = {"heartbeat": "heartbeat", "timeout": "connection_timeout"}
+
+
+def _url_and_options(params: ConnectionParams) -> tuple[str, dict[str, Any]]:
+    """The URL and Settings options in kiwipy 0.9's ``connection_params``.
+
+    A string is the URL; a dict holds aio-pika ``connect`` keywords: ``url`` or the URL parts
+    (``host``, ``port``, ``login``, ``password``, ``virtualhost``, ``ssl``), plus ``heartbeat``
+    and ``timeout``. Other keywords are ignored with a warning.
+    """
+    if params is None:
+        return DEFAULT_URL, {}
+    if isinstance(params, str):
+        return params, {}
+    if not isinstance(params, dict):
+        raise TypeError(f"connection_params must be a str, dict or None, not {type(params)}")
+    unknown = set(params) - {"url", *_URL_PARTS, *_OPTION_NAMES}
+    if unknown:
+        warnings.warn(
+            f"connection_params keys ignored by kiwipy: {', '.join(sorted(unknown))}",
+            UserWarning,
+            stacklevel=4,
+        )
+    options = {_OPTION_NAMES[key]: params[key] for key in _OPTION_NAMES if key in params}
+    url = params.get("url") or _build_url(params)
+    return str(url), options
+
+
+def _build_url(params: dict[str, Any]) -> str:
+    scheme = "amqps" if params.get("ssl") else "amqp"
+    login = urllib.parse.quote(str(params.get("login", "guest")), safe="")
+    password = urllib.parse.quote(str(params.get("password", "guest")), safe="")
+    host = str(params.get("host", "localhost"))
+    port = params.get("port", 5671 if params.get("ssl") else 5672)
+    vhost = str(params.get("virtualhost", "/"))
+    path = "/" if vhost == "/" else "/" + urllib.parse.quote(vhost, safe="")
+    return f"{scheme}://{login}:{password}@{host}:{port}{path}"
+
+
+# -- the communicator --------------------------------------------------------------------------
+
+
+class RmqCommunicator(AsyncCommunicator):
+    """The asyncio communicator with kiwipy 0.9's API; every operation is a coroutine.
+
+    Unlike kiwipy 0.9, ``connection`` is a broker URL (``amqp://``, ``amqps://``,
+    ``memory://NAME``) or a :class:`~kiwipy.settings.Settings` (then used as it is, and the
+    other arguments are ignored), not an aio-pika connection: kiwipy opens and owns its
+    connection. Nothing is sent to the broker before :meth:`connect` (or ``async with``).
+    Subscribers receive this communicator as their first argument (kiwipy 0.9 passed an
+    internal object).
+    """
+
+    def __init__(
+        self,
+        connection: str | Settings,
+        message_exchange: str = defaults.MESSAGE_EXCHANGE,
+        queue_expires: int = defaults.QUEUE_EXPIRES,
+        task_exchange: str = defaults.TASK_EXCHANGE,
+        task_queue: str = defaults.TASK_QUEUE,
+        task_prefetch_size: int = defaults.TASK_PREFETCH_SIZE,
+        task_prefetch_count: int = defaults.TASK_PREFETCH_COUNT,
+        encoder: Callable[[Any], bytes] = defaults.ENCODER,
+        decoder: Callable[[bytes], Any] = defaults.DECODER,
+        testing_mode: bool = False,
+    ) -> None:
+        if isinstance(connection, Settings):
+            settings = connection
+        elif isinstance(connection, str):
+            settings = settings_from_arguments(
+                connection,
+                message_exchange=message_exchange,
+                queue_expires=queue_expires,
+                task_exchange=task_exchange,
+                task_queue=task_queue,
+                task_prefetch_size=task_prefetch_size,
+                task_prefetch_count=task_prefetch_count,
+                encoder=encoder,
+                decoder=decoder,
+                testing_mode=testing_mode,
+            )
+        else:
+            raise TypeError(
+                "RmqCommunicator takes a broker URL or kiwipy Settings, not a connection "
+                f"object ({type(connection).__name__}); kiwipy opens its own connection"
+            )
+        super().__init__(settings)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connected = False
+        self._default_queue_wrapper: RmqTaskQueue | None = None
+
+    async def __aenter__(self) -> RmqCommunicator:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.disconnect()
+
+    def __str__(self) -> str:
+        return f"RMQCommunicator({self.settings.masked_url})"
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop this communicator was connected on."""
+        if self._loop is None:
+            raise RuntimeError(_NOT_CONNECTED)
+        return self._loop
+
+    def add_close_callback(self, callback: Callable[..., Any], weak: bool = False) -> None:
+        """Call ``callback(communicator, exc)`` when the connection closes (``exc`` is ``None``
+        after :meth:`disconnect`); with ``weak``, only while ``callback`` is alive elsewhere."""
+        super().add_close_callback(weak_callback(callback) if weak else callback)
+
+    def connected(self) -> bool:
+        return self._connected and not self.is_closed() and not self.transport.is_closed
+
+    async def connect(self) -> None:
+        """Connect if not connected yet. A disconnected communicator cannot connect again
+        (:class:`~kiwipy.exceptions.CommunicatorClosed`)."""
+        if self.is_closed():
+            raise CommunicatorClosed("The communicator was disconnected; make a new one")
+        if self._connected:
+            return
+        await super().connect()
+        self._loop = asyncio.get_running_loop()
+        self._connected = True
+
+    async def disconnect(self) -> None:
+        """Close the connection and everything on it (idempotent)."""
+        await self.close()
+
+    def _ensure_connected(self) -> None:
+        if not self.connected():
+            raise RuntimeError(_NOT_CONNECTED)
+
+    async def get_default_task_queue(self) -> RmqTaskQueue:
+        self._ensure_connected()
+        if self._default_queue_wrapper is None:
+            self._default_queue_wrapper = RmqTaskQueue(self.default_task_queue)
+        return self._default_queue_wrapper
+
+    async def get_message_subscriber(self) -> RmqSubscriber:
+        self._ensure_connected()
+        return RmqSubscriber(self)
+
+    async def get_message_publisher(self) -> RmqPublisher:
+        self._ensure_connected()
+        return RmqPublisher(self)
+
+    async def task_queue(  # type: ignore[override]
+        self,
+        queue_name: str,
+        prefetch_size: int = defaults.TASK_PREFETCH_SIZE,
+        prefetch_count: int = defaults.TASK_PREFETCH_COUNT,
+    ) -> RmqTaskQueue:
+        """The task queue ``queue_name``. ``prefetch_count=0`` means the communicator's default
+        (a finite number); ``prefetch_size`` is accepted and ignored, as RabbitMQ does."""
+        self._ensure_connected()
+        queue = await super().task_queue(queue_name, prefetch_count or None)
+        return RmqTaskQueue(queue)
+
+
+class RmqSubscriber:
+    """kiwipy 0.9 name kept for imports: the receiving side of an :class:`RmqCommunicator`."""
+
+    def __init__(self, communicator: RmqCommunicator) -> None:
+        self._communicator = communicator
+
+    async def add_rpc_subscriber(self, subscriber: Any, identifier: Any = None) -> Any:
+        return await self._communicator.add_rpc_subscriber(subscriber, identifier)
+
+    async def remove_rpc_subscriber(self, identifier: Any) -> None:
+        await self._communicator.remove_rpc_subscriber(identifier)
+
+    async def add_broadcast_subscriber(self, subscriber: Any, identifier: Any = None) -> Any:
+        return await self._communicator.add_broadcast_subscriber(subscriber, identifier)
+
+    async def remove_broadcast_subscriber(self, identifier: Any) -> None:
+        await self._communicator.remove_broadcast_subscriber(identifier)
+
+
+class RmqPublisher:
+    """kiwipy 0.9 name kept for imports: the sending side of an :class:`RmqCommunicator`."""
+
+    def __init__(self, communicator: RmqCommunicator) -> None:
+        self._communicator = communicator
+
+    async def rpc_send(self, recipient_id: Any, msg: Any) -> Any:
+        return await self._communicator.rpc_send(recipient_id, msg)
+
+    async def broadcast_send(
+        self, msg: Any, sender: Any = None, subject: Any = None, correlation_id: Any = None
+    ) -> bool:
+        return await self._communicator.broadcast_send(msg, sender, subject, correlation_id)
+
+
+async def async_connect(
+    connection_params: ConnectionParams = None,
+    connection_factory: Callable[..., Any] = defaults.CONNECTION_FACTORY,
+    message_exchange: str = defaults.MESSAGE_EXCHANGE,
+    queue_expires: int = defaults.QUEUE_EXPIRES,
+    task_exchange: str = defaults.TASK_EXCHANGE,
+    task_queue: str = defaults.TASK_QUEUE,
+    task_prefetch_size: int = defaults.TASK_PREFETCH_SIZE,
+    task_prefetch_count: int = defaults.TASK_PREFETCH_COUNT,
+    encoder: Callable[[Any], bytes] = defaults.ENCODER,
+    decoder: Callable[[bytes], Any] = defaults.DECODER,
+    testing_mode: bool = False,
+) -> RmqCommunicator:
+    """Return a connected :class:`RmqCommunicator` (see :func:`settings_from_arguments`)."""
+    settings = settings_from_arguments(
+        connection_params,
+        connection_factory,
+        message_exchange=message_exchange,
+        queue_expires=queue_expires,
+        task_exchange=task_exchange,
+        task_queue=task_queue,
+        task_prefetch_size=task_prefetch_size,
+        task_prefetch_count=task_prefetch_count,
+        encoder=encoder,
+        decoder=decoder,
+        testing_mode=testing_mode,
+    )
+    communicator = RmqCommunicator(settings)
+    try:
+        await communicator.connect()
+    except BaseException:
+        await communicator.close()
+        raise
+    return communicator

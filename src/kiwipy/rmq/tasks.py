@@ -1,0 +1,99 @@
+"""kiwipy 0.9's asyncio task queue names (``kiwipy.rmq.tasks``), over :mod:`kiwipy.aio.tasks`.
+
+:class:`RmqTaskQueue` wraps a :class:`kiwipy.aio.AsyncTaskQueue`; ``RmqIncomingTask`` *is*
+:class:`kiwipy.aio.IncomingTask` (``body``, ``no_reply``, ``state``, ``process()``,
+``requeue()``, ``processing()``). kiwipy 0.9 split a queue into a publisher and a subscriber
+object; one queue object now does both, and :class:`RmqTaskPublisher` and
+:class:`RmqTaskSubscriber` remain only so that imports of those names keep working.
+
+Differences from kiwipy 0.9: ``next_task(no_ack=True)`` is refused (in 0.9 it made
+``process()`` fail on ack); a task every subscriber rejects is requeued after a short pause,
+not in a hot loop; a cancelled outcome finishes the task with a ``cancelled`` reply instead of
+leaking the delivery; ``connect()`` is a no-op because queues are declared on first use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from kiwipy.aio.tasks import AsyncTaskQueue, IncomingTask, TaskState
+from kiwipy.rmq import defaults
+
+__all__ = ("RmqTaskSubscriber", "RmqTaskPublisher", "RmqTaskQueue", "RmqIncomingTask")  # noqa: RUF022
+
+TASK_PENDING = TaskState.PENDING
+TASK_FINISHED = TaskState.FINISHED
+TASK_PROCESSING = TaskState.PROCESSING
+TASK_REQUEUED = TaskState.REQUEUED
+
+RmqIncomingTask = IncomingTask
+
+
+class RmqTaskQueue:
+    """A task queue for asyncio code with kiwipy 0.9's methods.
+
+    Get one from :meth:`RmqCommunicator.task_queue` or
+    :meth:`RmqCommunicator.get_default_task_queue`; it wraps the queue object of the asyncio
+    communicator (:attr:`asyncio_queue`).
+    """
+
+    def __init__(self, queue: AsyncTaskQueue) -> None:
+        self._queue = queue
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._queue.name!r})"
+
+    @property
+    def name(self) -> str:
+        return self._queue.name
+
+    @property
+    def asyncio_queue(self) -> AsyncTaskQueue:
+        return self._queue
+
+    def __aiter__(self) -> AsyncIterator[IncomingTask]:
+        """Every task now in the queue; those left pending are requeued when iteration ends."""
+        return self._queue.__aiter__()
+
+    async def task_send(self, task: Any, no_reply: bool = False) -> Any:
+        """Send a task; return the future of its outcome (``None`` with ``no_reply=True``)."""
+        return await self._queue.task_send(task, no_reply)
+
+    async def add_task_subscriber(self, subscriber: Any, identifier: Any = None) -> Any:
+        return await self._queue.add_task_subscriber(subscriber, identifier)
+
+    async def remove_task_subscriber(self, identifier: Any) -> None:
+        await self._queue.remove_task_subscriber(identifier)
+
+    @contextlib.asynccontextmanager
+    async def next_task(
+        self,
+        no_ack: bool = False,
+        fail: bool = True,
+        timeout: float = defaults.TASK_FETCH_TIMEOUT,
+    ) -> AsyncIterator[IncomingTask | None]:
+        """Take the next task (``kiwipy.QueueEmpty`` if none comes within ``timeout`` s and
+        ``fail``, else ``None``); a task still pending when the block ends is requeued."""
+        if no_ack:
+            raise ValueError("next_task(no_ack=True) is not supported: a task is acked when done")
+        async with self._queue.next_task(timeout=timeout, fail=fail) as task:
+            yield task
+
+    async def connect(self) -> None:
+        """Nothing to do: the queue is declared on the broker when first used."""
+
+    async def disconnect(self) -> None:
+        """Stop consuming: every task subscriber of this queue is removed."""
+        await self._queue.close()
+
+
+class RmqTaskSubscriber(RmqTaskQueue):
+    """kiwipy 0.9 name kept for imports; a queue object now both sends and receives."""
+
+    TASK_QUEUE_ARGUMENTS = {"x-message-ttl": defaults.TASK_MESSAGE_TTL}  # noqa: RUF012
+
+
+class RmqTaskPublisher(RmqTaskQueue):
+    """kiwipy 0.9 name kept for imports; a queue object now both sends and receives."""

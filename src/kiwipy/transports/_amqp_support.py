@@ -1,0 +1,208 @@
+"""Plumbing for :mod:`kiwipy.transports.amqp`: error translation, message mapping, channels, tasks.
+
+Like the transport itself, this module may import aiormq and pamqp; nothing else in the package
+does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import urllib.parse
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
+from typing import Any
+
+import aiormq
+import pamqp.exceptions
+from pamqp.commands import Basic
+
+from kiwipy.exceptions import (
+    BrokerError,
+    ConnectionLost,
+    DeliveryFailed,
+    KiwipyError,
+    UnroutableError,
+)
+from kiwipy.transports.base import Message
+
+__all__ = (
+    "ChannelSlot",
+    "OwnedTasks",
+    "amqp_errors",
+    "plain",
+    "to_message",
+    "to_properties",
+    "translate",
+    "url_with_heartbeat",
+)
+
+_LOGGER = logging.getLogger("kiwipy.transports.amqp")
+
+_PRECONDITION_HINT = (
+    " (an exchange or queue of that name already exists with other flags or arguments, for"
+    " example one declared by another kiwipy version or with other settings; RabbitMQ refuses"
+    " to redeclare it differently: use the same settings, or delete it first)"
+)
+_CONNECTION_ERRORS = (
+    aiormq.AMQPConnectionError,
+    aiormq.ChannelInvalidStateError,
+    ConnectionError,
+    OSError,  # includes the builtin TimeoutError (= asyncio.TimeoutError on 3.11+)
+    asyncio.TimeoutError,
+)
+
+
+def _reply_text(exc: BaseException) -> str:
+    return " ".join(str(arg) for arg in exc.args if arg is not None) or type(exc).__name__
+
+
+def translate(exc: Exception, what: str) -> Exception:
+    """Return the kiwipy exception for ``exc`` raised while doing ``what``.
+
+    kiwipy's own errors and errors that are not the AMQP library's come back unchanged.
+    """
+    if isinstance(exc, KiwipyError):
+        return exc
+    if isinstance(exc, aiormq.PublishError):
+        reason = getattr(exc.frame, "reply_text", None) or "NO_ROUTE"
+        return UnroutableError(f"Cannot {what}: the broker could not route it ({reason})")
+    if isinstance(exc, aiormq.DeliveryError):
+        return DeliveryFailed(f"Cannot {what}: the broker refused the message (basic.nack)")
+    if isinstance(exc, aiormq.ChannelPreconditionFailed):
+        return BrokerError(f"Cannot {what}: {_reply_text(exc)}{_PRECONDITION_HINT}")
+    if isinstance(exc, aiormq.AMQPChannelError):
+        return BrokerError(f"Cannot {what}: the broker refused: {_reply_text(exc)}")
+    if isinstance(exc, _CONNECTION_ERRORS):
+        return ConnectionLost(f"Cannot {what}: the broker connection is gone ({exc!r})")
+    if isinstance(exc, (aiormq.AMQPError, pamqp.exceptions.PAMQPException)):
+        return BrokerError(f"Cannot {what}: AMQP error {exc!r}")
+    return exc
+
+
+@contextlib.contextmanager
+def amqp_errors(what: str) -> Iterator[None]:
+    """Translate AMQP library errors raised in the block (``raise ... from exc``)."""
+    try:
+        yield
+    except Exception as exc:
+        translated = translate(exc, what)
+        if translated is exc:
+            raise
+        raise translated from exc
+
+
+def url_with_heartbeat(url: str, heartbeat: int) -> str:
+    """Add ``heartbeat`` to the query of ``url`` unless the URL sets it already."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    if any(name == "heartbeat" for name, _ in query):
+        return url
+    query.append(("heartbeat", str(heartbeat)))
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+
+
+def plain(value: Any) -> Any:
+    """Turn an AMQP field value into plain Python: text for bytes, dicts and lists inside."""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", errors="replace")
+    if isinstance(value, Mapping):
+        return {str(plain(key)): plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    return value
+
+
+def to_properties(message: Message, *, delivery_mode: int) -> Any:
+    """The AMQP properties for ``message``; a unique ``message_id`` lets returns be matched."""
+    return Basic.Properties(
+        content_type=message.content_type,
+        correlation_id=message.correlation_id,
+        reply_to=message.reply_to,
+        headers=dict(message.headers) if message.headers else None,
+        delivery_mode=delivery_mode,
+        message_id=uuid.uuid4().hex,
+    )
+
+
+def to_message(raw: Any) -> Message:
+    """The kiwipy :class:`Message` for an aiormq ``DeliveredMessage``."""
+    properties = raw.header.properties
+    return Message(
+        body=bytes(raw.body),
+        content_type=properties.content_type,
+        correlation_id=properties.correlation_id,
+        reply_to=properties.reply_to,
+        headers=plain(properties.headers or {}),
+        persistent=properties.delivery_mode == 2,
+        redelivered=bool(getattr(raw.delivery, "redelivered", False)),
+    )
+
+
+class ChannelSlot:
+    """Holds one channel and opens a new one when the broker has closed the old one."""
+
+    def __init__(self, open_channel: Callable[[], Awaitable[Any]]) -> None:
+        self._open_channel = open_channel
+        self._channel: Any = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> Any:
+        channel = self._channel
+        if channel is not None and not channel.is_closed:
+            return channel
+        async with self._lock:
+            if self._channel is None or self._channel.is_closed:
+                self._channel = await self._open_channel()
+            return self._channel
+
+    def observe_confirmations(self) -> None:
+        """Mark the pending publisher confirms' errors as seen.
+
+        Closing the connection fails them all; under aiormq 6.9 those of publishes that never
+        got to wait for them would be logged as "Future exception was never retrieved".
+        """
+        channel = self._channel
+        for confirmation in list(getattr(channel, "confirmations", {}).values()):
+            confirmation.add_done_callback(_observe)
+
+
+def _observe(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+class OwnedTasks:
+    """Background tasks with an owner: kept referenced, failures logged, cancelled on close."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[asyncio.Future[Any], str] = {}
+        self._closed = False
+
+    def spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
+        if self._closed:
+            coro.close()
+            return
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks[task] = what
+        task.add_done_callback(self._done)
+
+    def adopt(self, task: asyncio.Future[Any]) -> None:
+        """Keep ``task`` (abandoned by its awaiter) referenced until done; its error is dropped."""
+        self._tasks[task] = ""
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Future[Any]) -> None:
+        what = self._tasks.pop(task, "")
+        if not task.cancelled() and task.exception() is not None and what:
+            _LOGGER.error("%s failed", what, exc_info=task.exception())
+
+    async def close(self) -> None:
+        """Cancel every task (but the calling one) and wait for them to finish."""
+        self._closed = True
+        current = asyncio.current_task()
+        tasks = [task for task in self._tasks if task is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
