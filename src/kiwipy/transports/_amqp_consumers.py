@@ -13,7 +13,8 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from kiwipy.transports._amqp_support import amqp_errors, to_message, translate
+from kiwipy.exceptions import KiwipyError
+from kiwipy.transports._amqp_support import amqp_errors, to_message
 from kiwipy.transports.base import Delivery, DeliveryHandler, MessageHandler, Subscription
 
 __all__ = ("AmqpDelivery", "MessageConsumer", "TaskConsumer")
@@ -65,11 +66,11 @@ class AmqpDelivery(Delivery):
 
     async def _send(self, send: Callable[[], Awaitable[None]]) -> None:
         try:
-            await self._guard(send())
-        except Exception as exc:
-            if self.stale:  # the channel died under us: the broker requeues the message
-                return
-            raise translate(exc, "settle a task delivery") from exc
+            with amqp_errors("settle a task delivery"):
+                await self._guard(send())
+        except KiwipyError:
+            if not self.stale:  # if stale, the channel died under us: the broker requeues it
+                raise
 
 
 class TaskConsumer(Subscription):

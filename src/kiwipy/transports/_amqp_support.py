@@ -12,7 +12,7 @@ import logging
 import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import aiormq
 import pamqp.exceptions
@@ -29,6 +29,7 @@ from kiwipy.transports.base import Message
 
 __all__ = (
     "ChannelSlot",
+    "Lifeline",
     "OwnedTasks",
     "amqp_errors",
     "plain",
@@ -39,6 +40,7 @@ __all__ = (
 )
 
 _LOGGER = logging.getLogger("kiwipy.transports.amqp")
+T = TypeVar("T")
 
 _PRECONDITION_HINT = (
     " (an exchange or queue of that name already exists with other flags or arguments, for"
@@ -74,7 +76,8 @@ def translate(exc: Exception, what: str) -> Exception:
         return BrokerError(f"Cannot {what}: {_reply_text(exc)}{_PRECONDITION_HINT}")
     if isinstance(exc, aiormq.AMQPChannelError):
         return BrokerError(f"Cannot {what}: the broker refused: {_reply_text(exc)}")
-    if isinstance(exc, _CONNECTION_ERRORS):
+    # aiormq fails what is still pending on a closing connection with a bare ``Exception``.
+    if isinstance(exc, _CONNECTION_ERRORS) or type(exc) is Exception:
         return ConnectionLost(f"Cannot {what}: the broker connection is gone ({exc!r})")
     if isinstance(exc, (aiormq.AMQPError, pamqp.exceptions.PAMQPException)):
         return BrokerError(f"Cannot {what}: AMQP error {exc!r}")
@@ -103,14 +106,14 @@ def url_with_heartbeat(url: str, heartbeat: int) -> str:
     return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
 
 
-def plain(value: Any) -> Any:
-    """Turn an AMQP field value into plain Python: text for bytes, dicts and lists inside."""
+def plain(value: Any, *, decode: bool = True) -> Any:
+    """Turn an AMQP field value into plain Python dicts and lists (bytes to text if ``decode``)."""
     if isinstance(value, (bytes, bytearray)):
-        return bytes(value).decode("utf-8", errors="replace")
+        return bytes(value).decode("utf-8", errors="replace") if decode else bytes(value)
     if isinstance(value, Mapping):
-        return {str(plain(key)): plain(item) for key, item in value.items()}
+        return {str(plain(key)): plain(item, decode=decode) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [plain(item) for item in value]
+        return [plain(item, decode=decode) for item in value]
     return value
 
 
@@ -134,7 +137,7 @@ def to_message(raw: Any) -> Message:
         content_type=properties.content_type,
         correlation_id=properties.correlation_id,
         reply_to=properties.reply_to,
-        headers=plain(properties.headers or {}),
+        headers=plain(properties.headers or {}, decode=False),
         persistent=properties.delivery_mode == 2,
         redelivered=bool(getattr(raw.delivery, "redelivered", False)),
     )
@@ -206,3 +209,43 @@ class OwnedTasks:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class Lifeline:
+    """Knows when the connection is gone, and makes waits on it end then.
+
+    aiormq 6.9 can wait forever on a dead connection: a publish or ack whose frame no longer
+    fits the write queue is never woken. :meth:`guard` gives up on such an operation (and
+    cancels it) with ``ConnectionLost`` as soon as :meth:`cut` was called.
+    """
+
+    def __init__(self, tasks: OwnedTasks, message: str) -> None:
+        self._tasks = tasks
+        self._message = message
+        self._gone: asyncio.Future[None] | None = None
+
+    def start(self) -> None:
+        self._gone = asyncio.get_running_loop().create_future()
+
+    def cut(self) -> None:
+        if self._gone is not None and not self._gone.done():
+            self._gone.set_result(None)
+
+    async def guard(self, operation: Awaitable[T]) -> T:
+        task = asyncio.ensure_future(operation)
+        waiting: set[asyncio.Future[Any]] = {task}
+        if self._gone is not None:
+            waiting.add(self._gone)
+        try:
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            self._abandon(task)
+            raise
+        if task.done():
+            return task.result()
+        self._abandon(task)
+        raise ConnectionLost(self._message)
+
+    def _abandon(self, task: asyncio.Future[Any]) -> None:
+        task.cancel()
+        self._tasks.adopt(task)

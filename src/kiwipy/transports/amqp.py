@@ -1,4 +1,4 @@
-"""The RabbitMQ transport, on aiormq: with its ``_amqp_*`` helpers, the only importer of it.
+"""The RabbitMQ transport, on aiormq (only this module and its ``_amqp_*`` helpers import it).
 
 The wire topology matches kiwipy 0.9 (see ``KIWIPY-0.9-API.md`` sections 1.10 and 4), so old and
 new peers share a broker. Channels:
@@ -20,8 +20,8 @@ import contextlib
 import logging
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Awaitable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
 import aiormq
 
@@ -36,6 +36,7 @@ from kiwipy.settings import MESSAGE_TTL_MS, QUEUE_EXPIRES_MS, TESTING_QUEUE_EXPI
 from kiwipy.transports._amqp_consumers import AmqpDelivery, MessageConsumer, TaskConsumer
 from kiwipy.transports._amqp_support import (
     ChannelSlot,
+    Lifeline,
     OwnedTasks,
     amqp_errors,
     plain,
@@ -65,7 +66,6 @@ TRANSIENT = 1
 _CLOSE_TIMEOUT = 1.0
 
 Bindings = list[tuple[str, str]]
-T = TypeVar("T")
 
 
 def _check_rpc_identifier(identifier: str) -> None:
@@ -87,10 +87,11 @@ class AmqpTransport(Transport):
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._connection: Any = None
-        self._gone: asyncio.Future[None] | None = None  # done once the connection is gone
         self._closed = False
-        self._close_callbacks: list[CloseCallback] | None = []
+        self._close_callbacks: list[CloseCallback] | None = []  # None once they were called
+        self._close_reason: BaseException | None = None
         self._tasks = OwnedTasks()
+        self._lifeline = Lifeline(self._tasks, f"The connection to {settings.masked_url} is gone")
         self._control_lock = asyncio.Lock()
         self._control = ChannelSlot(lambda: self._open_channel(publisher_confirms=False))
         self._publisher = ChannelSlot(
@@ -124,7 +125,7 @@ class AmqpTransport(Transport):
             reason = _scrub(f"{type(exc).__name__}: {exc}", settings.url)
             raise ConnectionLost(f"Cannot connect to {settings.masked_url}: {reason}") from exc
         self._connection = connection
-        self._gone = asyncio.get_running_loop().create_future()
+        self._lifeline.start()
         connection.closing.add_done_callback(self._on_connection_closed)
         _LOGGER.debug("Connected to %s", settings.masked_url)
 
@@ -132,7 +133,7 @@ class AmqpTransport(Transport):
         if self._closed:
             return
         self._closed = True
-        self._mark_gone()
+        self._lifeline.cut()
         connection = self._connection
         if connection is not None and not connection.is_closed:
             reason = ConnectionLost(f"The transport to {self._settings.masked_url} was closed")
@@ -154,12 +155,13 @@ class AmqpTransport(Transport):
         return dict(plain(self._connection.server_properties or {}))
 
     def add_close_callback(self, callback: CloseCallback) -> None:
-        if self._close_callbacks is None:  # already closed: the callback would never run
-            raise InvalidStateError("The transport is already closed")
-        self._close_callbacks.append(callback)
+        if self._close_callbacks is None:  # closed already: call it at once
+            _call_back(callback, self._close_reason)
+        else:
+            self._close_callbacks.append(callback)
 
     def _on_connection_closed(self, future: asyncio.Future[Any]) -> None:
-        self._mark_gone()
+        self._lifeline.cut()
         self._publisher.observe_confirmations()
         if self._closed:
             return
@@ -169,38 +171,13 @@ class AmqpTransport(Transport):
         lost.__cause__ = reason
         self._fire_close_callbacks(lost)
 
-    def _mark_gone(self) -> None:
-        if self._gone is not None and not self._gone.done():
-            self._gone.set_result(None)
-
-    async def _guarded(self, operation: Awaitable[T]) -> T:
-        """Await ``operation``, but raise ``ConnectionLost`` as soon as the connection is gone.
-
-        aiormq 6.9 can wait forever on a dead connection: a publish or ack whose frame does not
-        fit the write queue any more is never woken. The abandoned operation is cancelled.
-        """
-        task = asyncio.ensure_future(operation)
-        gone = self._gone
-        waiting: set[asyncio.Future[Any]] = {task} if gone is None else {task, gone}
-        try:
-            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:
-            task.cancel()
-            self._tasks.adopt(task)
-            raise
-        if task.done():
-            return task.result()
-        task.cancel()
-        self._tasks.adopt(task)
-        raise ConnectionLost(f"The connection to {self._settings.masked_url} is gone")
-
     def _fire_close_callbacks(self, exc: BaseException | None) -> None:
         callbacks, self._close_callbacks = self._close_callbacks, None
-        for callback in callbacks or ():
-            try:
-                callback(exc)
-            except Exception:
-                _LOGGER.exception("Close callback %r failed", callback)
+        if callbacks is None:
+            return
+        self._close_reason = exc
+        for callback in callbacks:
+            _call_back(callback, exc)
 
     def _live_connection(self) -> Any:
         if self._closed:
@@ -339,7 +316,7 @@ class AmqpTransport(Transport):
     ) -> Subscription:
         await self.declare_task_queue(queue)
         channel = await self._open_channel(publisher_confirms=False)
-        consumer = TaskConsumer(channel, handler, self._tasks.spawn, self._guarded)
+        consumer = TaskConsumer(channel, handler, self._tasks.spawn, self._lifeline.guard)
         try:
             await consumer.start(queue, prefetch_count)
         except BaseException:
@@ -360,7 +337,9 @@ class AmqpTransport(Transport):
                     self._task_queues.discard(queue)  # expired (testing mode): declare it again
                     continue
                 return (
-                    None if raw.delivery_tag is None else AmqpDelivery(raw, channel, self._guarded)
+                    None
+                    if raw.delivery_tag is None
+                    else AmqpDelivery(raw, channel, self._lifeline.guard)
                 )
         raise AssertionError("unreachable")
 
@@ -384,7 +363,7 @@ class AmqpTransport(Transport):
                     await self._ensure_exchange(exchange)
                 channel = await self._publisher.get()
                 try:
-                    await self._guarded(
+                    await self._lifeline.guard(
                         channel.basic_publish(
                             message.body,
                             exchange=exchange,
@@ -520,6 +499,13 @@ class AmqpTransport(Transport):
             mandatory=False,
             delivery_mode=PERSISTENT if message.persistent else TRANSIENT,
         )
+
+
+def _call_back(callback: CloseCallback, exc: BaseException | None) -> None:
+    try:
+        callback(exc)
+    except Exception:
+        _LOGGER.exception("Close callback %r failed", callback)
 
 
 async def _dial(url: str) -> Any:
