@@ -556,7 +556,7 @@ async def test_close_fails_publishes_in_flight_with_connection_lost(
     results = await asyncio.wait_for(asyncio.gather(*publishes, return_exceptions=True), TIMEOUT)
     failures = [result for result in results if isinstance(result, BaseException)]
     # Publishes not started before close() see a closed transport; the others a lost connection.
-    assert {type(failure) for failure in failures} <= {ConnectionLost, CommunicatorClosed}
+    assert all(isinstance(failure, ConnectionLost | CommunicatorClosed) for failure in failures)
 
 
 async def test_close_cancels_running_handlers(transport: AmqpTransport, settings: Settings) -> None:

@@ -471,7 +471,7 @@ async def test_ensure_coroutine_awaits_what_a_plain_callable_returns() -> None:
 
 def test_weak_callback_keeps_callables_that_cannot_be_weakly_referenced() -> None:
     getter = operator.itemgetter(1)
-    assert kiwipy.rmq.utils.weak_callback(getter) is getter
+    assert kiwipy.aio.futures.weak_callback(getter) is getter
 
 
 def test_broadcast_message_create() -> None:

@@ -6,13 +6,13 @@ import asyncio
 import concurrent.futures
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from kiwipy import messages
 from kiwipy.aio.broadcasts import Broadcasts, BroadcastSubscriber
 from kiwipy.aio.core import Core
-from kiwipy.aio.futures import Invoker, call_subscriber, follow_pending
+from kiwipy.aio.futures import Invoker, call_subscriber, follow_pending, weak_callback
 from kiwipy.aio.tasks import AsyncTaskQueue
 from kiwipy.exceptions import (
     CommunicatorClosed,
@@ -102,10 +102,14 @@ class AsyncCommunicator:
         return self._core.closed
 
     def add_close_callback(
-        self, callback: Callable[[AsyncCommunicator, BaseException | None], Any]
+        self, callback: Callable[[AsyncCommunicator, BaseException | None], Any], weak: bool = False
     ) -> None:
-        """Call ``callback(communicator, exc)`` when the communicator closes or its link dies."""
-        self._close_callbacks.append(callback)
+        """Call ``callback(communicator, exc)`` when the communicator closes or its link dies.
+
+        With ``weak``, the callback is held by a weak reference and dropped once nothing else
+        keeps it alive.
+        """
+        self._close_callbacks.append(weak_callback(callback) if weak else callback)
 
     async def close(self) -> None:
         """Close; idempotent. Unfinished tasks go back to their queues for other workers."""
@@ -134,9 +138,14 @@ class AsyncCommunicator:
         return self._default_queue
 
     async def task_queue(
-        self, queue_name: str, prefetch_count: int | None = None
+        self, queue_name: str, prefetch_size: int = 0, prefetch_count: int | None = None
     ) -> AsyncTaskQueue:
-        """The task queue ``queue_name`` (created on the broker on first use)."""
+        """The task queue ``queue_name`` (created on the broker on first use).
+
+        ``prefetch_count`` (default ``settings.task_prefetch_count``) bounds how many of its
+        tasks this communicator holds unfinished; ``prefetch_size`` is accepted for kiwipy 0.9
+        compatibility and ignored, as RabbitMQ does not implement it.
+        """
         self._core.ensure_open()
         count = self._settings.task_prefetch_count if prefetch_count is None else prefetch_count
         key = (queue_name, count)
@@ -155,6 +164,19 @@ class AsyncCommunicator:
         """Send a task to the default queue; see :meth:`AsyncTaskQueue.task_send`."""
         return await self._default_queue.task_send(
             task, no_reply, deadline=deadline, timeout=timeout
+        )
+
+    async def task_send_many(
+        self,
+        tasks: Iterable[Any],
+        no_reply: bool = False,
+        *,
+        deadline: float | None = None,
+        timeout: float | None = None,
+    ) -> list[asyncio.Future[Any] | None]:
+        """Send many tasks to the default queue, confirms in flight together."""
+        return await self._default_queue.task_send_many(
+            tasks, no_reply, deadline=deadline, timeout=timeout
         )
 
     async def add_task_subscriber(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import inspect
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeGuard
 
@@ -15,6 +16,7 @@ __all__ = (
     "follow_pending",
     "is_future",
     "wait_future",
+    "weak_callback",
 )
 
 #: How the core calls a subscriber: ``await invoker(subscriber, *args)``. The blocking facade
@@ -75,3 +77,23 @@ def done_future(
     else:
         future.set_result(result)
     return future
+
+
+def weak_callback(callback: Callable[..., Any]) -> Callable[..., Any]:
+    """A callable that calls ``callback`` while it is alive, and does nothing once it is gone.
+
+    Bound methods are held with :class:`weakref.WeakMethod`, so the callback does not keep its
+    object alive (what ``add_close_callback(..., weak=True)`` asks for). A callable that cannot
+    be weakly referenced (a builtin function) is returned as it is.
+    """
+    ref: Callable[[], Callable[..., Any] | None]
+    try:
+        ref = weakref.WeakMethod(callback) if inspect.ismethod(callback) else weakref.ref(callback)
+    except TypeError:
+        return callback
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        target = ref()
+        return None if target is None else target(*args, **kwargs)
+
+    return call

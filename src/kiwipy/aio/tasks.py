@@ -12,7 +12,7 @@ import concurrent.futures
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from kiwipy import messages
@@ -216,6 +216,30 @@ class AsyncTaskQueue:
             raise
         return future
 
+    async def task_send_many(
+        self,
+        tasks: Iterable[Any],
+        no_reply: bool = False,
+        *,
+        deadline: float | None = None,
+        timeout: float | None = None,
+    ) -> list[asyncio.Future[Any] | None]:
+        """Send every task with the confirms in flight together; return once all are confirmed.
+
+        If any send fails, the first error is raised after every send has settled (the others
+        are then confirmed or failed too, never left running).
+        """
+        sends = [
+            self.task_send(task, no_reply, deadline=deadline, timeout=timeout) for task in tasks
+        ]
+        outcomes = await asyncio.gather(*sends, return_exceptions=True)
+        futures: list[asyncio.Future[Any] | None] = []
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+            futures.append(outcome)
+        return futures
+
     # -- subscribing ---------------------------------------------------------------------------
 
     async def add_task_subscriber(self, subscriber: TaskSubscriber, identifier: Any = None) -> Any:
@@ -298,7 +322,7 @@ class AsyncTaskQueue:
 
     @contextlib.asynccontextmanager
     async def next_task(
-        self, *, timeout: float = 5.0, fail: bool = True
+        self, timeout: float = 5.0, fail: bool = True
     ) -> AsyncIterator[IncomingTask | None]:
         """Take the next task; a task still pending when the block ends is requeued.
 

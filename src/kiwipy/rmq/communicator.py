@@ -20,7 +20,6 @@ from kiwipy.aio.communicator import AsyncCommunicator
 from kiwipy.exceptions import CommunicatorClosed
 from kiwipy.rmq import defaults
 from kiwipy.rmq.tasks import RmqTaskQueue
-from kiwipy.rmq.utils import weak_callback
 from kiwipy.settings import DEFAULT_URL, Settings
 
 __all__ = ("RmqCommunicator", "async_connect")
@@ -193,11 +192,6 @@ class RmqCommunicator(AsyncCommunicator):
             raise RuntimeError(_NOT_CONNECTED)
         return self._loop
 
-    def add_close_callback(self, callback: Callable[..., Any], weak: bool = False) -> None:
-        """Call ``callback(communicator, exc)`` when the connection closes (``exc`` is ``None``
-        after :meth:`disconnect`); with ``weak``, only while ``callback`` is alive elsewhere."""
-        super().add_close_callback(weak_callback(callback) if weak else callback)
-
     def connected(self) -> bool:
         return self._connected and not self.is_closed() and not self.transport.is_closed
 
@@ -243,7 +237,7 @@ class RmqCommunicator(AsyncCommunicator):
         """The task queue ``queue_name``. ``prefetch_count=0`` means the communicator's default
         (a finite number); ``prefetch_size`` is accepted and ignored, as RabbitMQ does."""
         self._ensure_connected()
-        queue = await super().task_queue(queue_name, prefetch_count or None)
+        queue = await super().task_queue(queue_name, prefetch_size, prefetch_count or None)
         return RmqTaskQueue(queue)
 
 

@@ -13,10 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from kiwipy.exceptions import CommunicatorClosed
 from kiwipy.rmq import defaults
 from kiwipy.rmq.communicator import ConnectionParams, settings_from_arguments
-from kiwipy.rmq.utils import weak_callback
 from kiwipy.settings import Settings
 from kiwipy.sync.communicator import Communicator
 from kiwipy.sync.tasks import BlockingIncomingTask, TaskQueue
@@ -126,14 +124,6 @@ class RmqThreadCommunicator(Communicator):
         ``{}`` once closed."""
         return {} if self.is_closed() else super().server_properties
 
-    def add_close_callback(self, callback: Callable[..., Any], weak: bool = False) -> None:
-        """Call ``callback(communicator, exc)`` when the connection closes (``exc`` is ``None``
-        after :meth:`close`, which calls it before returning). With ``weak``, the callback is
-        held by a weak reference and dropped once nothing else keeps it alive."""
-        if self.is_closed():
-            raise CommunicatorClosed("The communicator is closed")
-        super().add_close_callback(weak_callback(callback) if weak else callback)
-
     def task_queue(
         self,
         queue_name: str,
@@ -146,7 +136,9 @@ class RmqThreadCommunicator(Communicator):
         (a finite number); ``prefetch_size`` is accepted and ignored, as RabbitMQ does."""
 
         async def get() -> RmqThreadTaskQueue:
-            queue = await self.asyncio_communicator.task_queue(queue_name, prefetch_count or None)
+            queue = await self.asyncio_communicator.task_queue(
+                queue_name, prefetch_size, prefetch_count or None
+            )
             return RmqThreadTaskQueue(queue, self._portal)
 
         return self._call(get, timeout, "task_queue")

@@ -13,7 +13,6 @@ import functools
 import inspect
 import traceback
 import types
-import weakref
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
@@ -130,23 +129,3 @@ def ensure_coroutine(
         return await call_subscriber(functools.partial(coro_or_fn, **kwargs), *args)
 
     return wrap
-
-
-def weak_callback(callback: Callable[..., Any]) -> Callable[..., Any]:
-    """A callable that calls ``callback`` while it is alive, and does nothing once it is gone.
-
-    Bound methods are held with :class:`weakref.WeakMethod`, so the callback does not keep its
-    object alive (what ``add_close_callback(..., weak=True)`` asks for). A callable that cannot
-    be weakly referenced (a builtin function) is returned as it is.
-    """
-    ref: Callable[[], Callable[..., Any] | None]
-    try:
-        ref = weakref.WeakMethod(callback) if inspect.ismethod(callback) else weakref.ref(callback)
-    except TypeError:
-        return callback
-
-    def call(*args: Any, **kwargs: Any) -> Any:
-        target = ref()
-        return None if target is None else target(*args, **kwargs)
-
-    return call

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from kiwipy import communications
 from kiwipy.aio.communicator import AsyncCommunicator
+from kiwipy.aio.futures import weak_callback
 from kiwipy.exceptions import CommunicatorClosed
 from kiwipy.settings import Settings
 from kiwipy.sync.callbacks import CallbackThreads
@@ -116,8 +117,12 @@ class Communicator(communications.Communicator):
 
     def add_close_callback(self, callback: Callable[..., Any], weak: bool = False) -> None:
         """Call ``callback(communicator, exc)`` when the connection closes (``exc`` is ``None``
-        after :meth:`close`). ``weak`` is accepted for kiwipy 0.9 compatibility."""
-        self._async.add_close_callback(lambda _comm, exc: callback(self, exc))
+        after :meth:`close`, which calls it before returning). With ``weak``, the callback is
+        held by a weak reference and dropped once nothing else keeps it alive."""
+        if self._closed:
+            raise CommunicatorClosed("The communicator is closed")
+        target = weak_callback(callback) if weak else callback
+        self._async.add_close_callback(lambda _comm, exc: target(self, exc))
 
     # -- tasks ---------------------------------------------------------------------------------
 
@@ -157,7 +162,7 @@ class Communicator(communications.Communicator):
         does)."""
 
         async def get() -> TaskQueue:
-            queue = await self._async.task_queue(queue_name, prefetch_count)
+            queue = await self._async.task_queue(queue_name, prefetch_size, prefetch_count)
             return TaskQueue(queue, self._portal)
 
         return self._call(get, timeout, "task_queue")

@@ -71,19 +71,10 @@ class TaskQueue:
         batch = list(tasks)
 
         async def send_all() -> list[concurrent.futures.Future[Any] | None]:
-            sends = [
-                self._queue.task_send(task, no_reply, deadline=deadline, timeout=timeout)
-                for task in batch
-            ]
-            outcomes = await asyncio.gather(*sends, return_exceptions=True)
-            for outcome in outcomes:
-                if isinstance(outcome, BaseException):
-                    raise outcome
-            return [
-                None if future is None else to_concurrent(future, self._portal)
-                for future in outcomes
-                if not isinstance(future, BaseException)
-            ]
+            futures = await self._queue.task_send_many(
+                batch, no_reply, deadline=deadline, timeout=timeout
+            )
+            return [None if f is None else to_concurrent(f, self._portal) for f in futures]
 
         return self._call(send_all, timeout, "task_send_many")
 

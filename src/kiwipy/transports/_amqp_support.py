@@ -28,6 +28,7 @@ from kiwipy.exceptions import (
 from kiwipy.transports.base import Message
 
 __all__ = (
+    "AmqpConnectionLost",
     "ChannelSlot",
     "Lifeline",
     "OwnedTasks",
@@ -40,6 +41,22 @@ __all__ = (
 )
 
 _LOGGER = logging.getLogger("kiwipy.transports.amqp")
+
+
+class AmqpConnectionLost(
+    ConnectionLost, aiormq.exceptions.ConnectionClosed, aiormq.exceptions.ChannelInvalidStateError
+):
+    """The broker connection is gone.
+
+    Also an ``aio_pika.exceptions.ConnectionClosed`` and ``ChannelInvalidStateError`` (aio-pika
+    re-exports aiormq's classes), because kiwipy 0.9 users such as plumpy catch those around
+    ``broadcast_send``.
+    """
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r})"
+
+
 T = TypeVar("T")
 
 _PRECONDITION_HINT = (
@@ -78,7 +95,7 @@ def translate(exc: Exception, what: str) -> Exception:
         return BrokerError(f"Cannot {what}: the broker refused: {_reply_text(exc)}")
     # aiormq fails what is still pending on a closing connection with a bare ``Exception``.
     if isinstance(exc, _CONNECTION_ERRORS) or type(exc) is Exception:
-        return ConnectionLost(f"Cannot {what}: the broker connection is gone ({exc!r})")
+        return AmqpConnectionLost(f"Cannot {what}: the broker connection is gone ({exc!r})")
     if isinstance(exc, (aiormq.AMQPError, pamqp.exceptions.PAMQPException)):
         return BrokerError(f"Cannot {what}: AMQP error {exc!r}")
     return exc
@@ -244,7 +261,7 @@ class Lifeline:
         if task.done():
             return task.result()
         self._abandon(task)
-        raise ConnectionLost(self._message)
+        raise AmqpConnectionLost(self._message)
 
     def _abandon(self, task: asyncio.Future[Any]) -> None:
         task.cancel()

@@ -27,7 +27,6 @@ import aiormq
 
 from kiwipy.exceptions import (
     CommunicatorClosed,
-    ConnectionLost,
     DuplicateSubscriberIdentifier,
     InvalidStateError,
     UnroutableError,
@@ -35,6 +34,7 @@ from kiwipy.exceptions import (
 from kiwipy.settings import MESSAGE_TTL_MS, QUEUE_EXPIRES_MS, TESTING_QUEUE_EXPIRES_MS, Settings
 from kiwipy.transports._amqp_consumers import AmqpDelivery, MessageConsumer, TaskConsumer
 from kiwipy.transports._amqp_support import (
+    AmqpConnectionLost,
     ChannelSlot,
     Lifeline,
     OwnedTasks,
@@ -120,10 +120,10 @@ class AmqpTransport(Transport):
             message = (
                 f"No connection to {settings.masked_url} within {settings.connection_timeout}s"
             )
-            raise ConnectionLost(message) from exc
+            raise AmqpConnectionLost(message) from exc
         except Exception as exc:
             reason = _scrub(f"{type(exc).__name__}: {exc}", settings.url)
-            raise ConnectionLost(f"Cannot connect to {settings.masked_url}: {reason}") from exc
+            raise AmqpConnectionLost(f"Cannot connect to {settings.masked_url}: {reason}") from exc
         self._connection = connection
         self._lifeline.start()
         connection.closing.add_done_callback(self._on_connection_closed)
@@ -136,7 +136,7 @@ class AmqpTransport(Transport):
         self._lifeline.cut()
         connection = self._connection
         if connection is not None and not connection.is_closed:
-            reason = ConnectionLost(f"The transport to {self._settings.masked_url} was closed")
+            reason = AmqpConnectionLost(f"The transport to {self._settings.masked_url} was closed")
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(connection.close(reason), _CLOSE_TIMEOUT)
         self._publisher.observe_confirmations()
@@ -167,7 +167,7 @@ class AmqpTransport(Transport):
             return
         reason = None if future.cancelled() else future.exception()
         _LOGGER.warning("Lost the connection to %s: %r", self._settings.masked_url, reason)
-        lost = ConnectionLost(f"Lost the connection to {self._settings.masked_url}: {reason!r}")
+        lost = AmqpConnectionLost(f"Lost the connection to {self._settings.masked_url}: {reason!r}")
         lost.__cause__ = reason
         self._fire_close_callbacks(lost)
 
@@ -185,7 +185,7 @@ class AmqpTransport(Transport):
         if self._connection is None:
             raise InvalidStateError("The AMQP transport is not connected: call connect() first")
         if self._connection.is_closed:
-            raise ConnectionLost(f"The connection to {self._settings.masked_url} was lost")
+            raise AmqpConnectionLost(f"The connection to {self._settings.masked_url} was lost")
         return self._connection
 
     async def _open_channel(self, **options: Any) -> Any:
@@ -195,7 +195,7 @@ class AmqpTransport(Transport):
                 return await connection.channel(**options)
             except RuntimeError as exc:  # aiormq: "<connection> closed"
                 if connection.is_closed:
-                    raise ConnectionLost(
+                    raise AmqpConnectionLost(
                         f"Lost the connection to {self._settings.masked_url}"
                     ) from exc
                 raise

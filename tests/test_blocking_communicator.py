@@ -1,0 +1,217 @@
+"""What only the blocking facade promises: threads, timeouts, and matching the asyncio API."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import kiwipy.exceptions
+import kiwipy.sync
+from kiwipy.aio import AsyncCommunicator, AsyncTaskQueue
+from kiwipy.exceptions import DeadlineExceeded, InvalidStateError
+from kiwipy.sync import Communicator, TaskQueue
+from kiwipy.sync.portal import Portal
+
+# -- the two facades match --------------------------------------------------------------------
+
+#: Facade-specific members that are not messaging operations.
+_ONLY_ASYNC = {"connect", "transport", "default_task_queue"}
+_ONLY_SYNC = {"loop", "asyncio_communicator"}
+
+
+def _operations(cls: type) -> dict[str, inspect.Signature]:
+    return {
+        name: inspect.signature(member)
+        for name, member in inspect.getmembers(cls, inspect.isfunction)
+        if not name.startswith("_")
+    }
+
+
+def _parameters(signature: inspect.Signature) -> list[tuple[str, Any, Any]]:
+    return [
+        (p.name, p.kind, p.default)
+        for p in signature.parameters.values()
+        if p.name not in ("self", "timeout")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("async_cls", "sync_cls"), [(AsyncCommunicator, Communicator), (AsyncTaskQueue, TaskQueue)]
+)
+def test_async_and_blocking_facades_offer_the_same_operations(
+    async_cls: type, sync_cls: type
+) -> None:
+    async_ops = {k: v for k, v in _operations(async_cls).items() if k not in _ONLY_ASYNC}
+    sync_ops = {k: v for k, v in _operations(sync_cls).items() if k not in _ONLY_SYNC}
+    shared = {"task_send", "task_send_many", "add_task_subscriber", "remove_task_subscriber"}
+    assert shared <= set(async_ops)
+    assert set(async_ops) - {"close", "fetch"} <= set(sync_ops) | {"fetch"}
+    for name, signature in async_ops.items():
+        if name in sync_ops:
+            assert _parameters(sync_ops[name]) == _parameters(signature), name
+
+
+def test_every_blocking_operation_takes_a_timeout() -> None:
+    for name, signature in _operations(Communicator).items():
+        blocking = name.startswith(("add_", "remove_")) or name.endswith("_send")
+        if (blocking or name == "task_queue") and name != "add_close_callback":
+            assert "timeout" in signature.parameters, name
+
+
+# -- threads ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["memory", pytest.param("amqp", marks=pytest.mark.amqp)])
+def url(request: pytest.FixtureRequest) -> str:
+    if request.param == "memory":
+        return f"memory://{uuid.uuid4().hex}"
+    amqp_url: str = request.getfixturevalue("amqp_url")
+    return amqp_url
+
+
+@pytest.fixture
+def comm(url: str, unique_name: str) -> Iterator[Communicator]:
+    communicator = kiwipy.sync.connect(url, **_names(unique_name))
+    yield communicator
+    communicator.close()
+
+
+def _names(prefix: str) -> dict[str, Any]:
+    return {
+        "message_exchange": f"{prefix}.messages",
+        "task_exchange": f"{prefix}.tasks",
+        "task_queue": f"{prefix}.tasks",
+        "testing_mode": True,
+    }
+
+
+def test_blocking_call_from_the_loop_thread_fails_at_once(comm: Communicator) -> None:
+    outcome: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+    def on_loop() -> None:
+        try:
+            comm.broadcast_send("from the loop")
+        except BaseException as exc:
+            outcome.set_result(exc)
+        else:
+            outcome.set_result(None)
+
+    comm.loop().call_soon_threadsafe(on_loop)
+    error = outcome.result(timeout=5)
+    assert isinstance(error, InvalidStateError)
+    assert "event loop thread" in str(error)
+
+
+def test_subscribers_run_off_the_loop_and_may_call_the_communicator(comm: Communicator) -> None:
+    threads: list[str] = []
+
+    def double(communicator: Communicator, task: int) -> int:
+        threads.append(threading.current_thread().name)
+        return task * 2
+
+    def ask_a_worker(communicator: Communicator, msg: int) -> int:
+        threads.append(threading.current_thread().name)
+        future = communicator.task_send(msg)
+        assert future is not None
+        result: int = future.result(timeout=10)
+        communicator.broadcast_send(result, subject="answered")
+        return result
+
+    comm.add_task_subscriber(double)
+    comm.add_rpc_subscriber(ask_a_worker, "asker")
+    assert comm.rpc_send("asker", 21).result(timeout=10) == 42
+    assert len(threads) == 2
+    assert all(name.startswith("kiwipy-callbacks") for name in threads)
+
+
+def test_task_send_many_returns_once_every_task_is_confirmed(comm: Communicator) -> None:
+    comm.add_task_subscriber(lambda communicator, task: task + 1)
+    futures = comm.task_send_many(range(50))
+    assert [f.result(timeout=10) for f in futures if f is not None] == list(range(1, 51))
+    assert comm.task_send_many(range(3), no_reply=True) == [None, None, None]
+
+
+def test_close_is_idempotent_and_leaves_no_thread(
+    url: str, unique_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = set(threading.enumerate())
+    with caplog.at_level(logging.WARNING):
+        communicator = kiwipy.sync.connect(url, **_names(unique_name))
+        communicator.add_rpc_subscriber(lambda c, msg: msg, "echo")
+        communicator.add_broadcast_subscriber(lambda c, *args: None)
+        assert communicator.rpc_send("echo", 1).result(timeout=10) == 1
+        communicator.close()
+        communicator.close()
+    assert communicator.is_closed()
+    leftover = [t for t in set(threading.enumerate()) - before if t.is_alive()]
+    assert leftover == []
+    assert not [r for r in caplog.records if "destroyed" in r.getMessage()]
+
+
+# -- the portal -------------------------------------------------------------------------------
+
+
+def test_a_timed_out_call_is_cancelled_not_left_running() -> None:
+    portal = Portal("test-portal")
+    finished = threading.Event()
+
+    async def slow() -> None:
+        await asyncio.sleep(0.5)
+        finished.set()
+
+    try:
+        with pytest.raises(DeadlineExceeded):
+            portal.call(slow, 0.05, "slow")
+        time.sleep(0.8)
+        assert not finished.is_set()
+    finally:
+        portal.stop()
+
+
+# -- long callbacks and heartbeats ------------------------------------------------------------
+
+
+@pytest.mark.amqp
+def test_a_sleeping_subscriber_does_not_stop_heartbeats_or_other_subscribers(
+    amqp_url: str, unique_name: str
+) -> None:
+    heartbeat = 2
+    with kiwipy.sync.connect(amqp_url, heartbeat=heartbeat, **_names(unique_name)) as comm:
+        comm.add_task_subscriber(lambda c, task: time.sleep(task) or "slept")
+        comm.add_rpc_subscriber(lambda c, msg: f"pong {msg}", "pinger")
+        slow = comm.task_send(4 * heartbeat)
+        assert slow is not None
+        answers = []
+        deadline = time.monotonic() + 3 * heartbeat
+        while time.monotonic() < deadline:
+            answers.append(comm.rpc_send("pinger", len(answers)).result(timeout=5))
+            time.sleep(0.2)
+        assert answers[:2] == ["pong 0", "pong 1"]
+        assert slow.result(timeout=4 * heartbeat) == "slept"
+        assert comm.rpc_send("pinger", "after").result(timeout=5) == "pong after"
+
+
+@pytest.mark.amqp
+def test_kiwipy09_style_except_clauses_catch_a_lost_connection(
+    amqp_url: str, unique_name: str
+) -> None:
+    aio_pika_exceptions = pytest.importorskip("aio_pika.exceptions")
+    with kiwipy.sync.connect(amqp_url, **_names(unique_name)) as comm:
+        assert comm.broadcast_send("before") is True
+        transport: Any = comm.asyncio_communicator.transport
+        asyncio.run_coroutine_threadsafe(transport._connection.close(), comm.loop()).result(5)
+        # plumpy wraps broadcast_send in exactly this except clause
+        with pytest.raises(
+            (aio_pika_exceptions.ConnectionClosed, aio_pika_exceptions.ChannelInvalidStateError)
+        ) as excinfo:
+            comm.broadcast_send("after")
+        assert isinstance(excinfo.value, kiwipy.exceptions.ConnectionLost)
