@@ -147,19 +147,31 @@ async def test_close_is_idempotent_quick_and_calls_back_once(settings: Settings)
         await transport.publish_task(settings.task_queue, task_message())
 
 
-async def test_a_dead_connection_calls_back_with_connection_lost(
-    transport: AmqpTransport,
+async def test_a_dead_connection_is_reported_and_restored(
+    transport: AmqpTransport, settings: Settings
 ) -> None:
-    calls: list[BaseException | None] = []
-    transport.add_close_callback(calls.append)
+    events: list[tuple[bool, BaseException | None]] = []
+    closes: list[BaseException | None] = []
+    transport.add_link_callback(lambda connected, exc: events.append((connected, exc)))
+    transport.add_close_callback(closes.append)
+    received: asyncio.Queue[Delivery] = asyncio.Queue()
+
+    async def handler(delivery: Delivery) -> None:
+        await received.put(delivery)
+
+    await transport.consume_tasks(settings.task_queue, handler, prefetch_count=5)
     # Kill the connection under the transport, as a broker or network fault would.
     await transport._connection.close(ConnectionResetError("cut"))
     await asyncio.sleep(0)
-    assert transport.is_closed
-    assert len(calls) == 1
-    assert isinstance(calls[0], ConnectionLost)
-    with pytest.raises(ConnectionLost):
-        await transport.publish_broadcast(Message(body=b"x"))
+    assert not transport.is_closed
+    assert events[0][0] is False and isinstance(events[0][1], ConnectionLost)
+    # A publish during the outage waits for the link, then goes through.
+    await asyncio.wait_for(transport.publish_task(settings.task_queue, task_message()), TIMEOUT)
+    assert [connected for connected, _ in events] == [False, True]
+    # ... and the consumer restored itself on the new connection.
+    delivery = await asyncio.wait_for(received.get(), TIMEOUT)
+    await delivery.ack()
+    assert closes == []
 
 
 def test_only_the_amqp_transport_imports_aiormq() -> None:

@@ -63,7 +63,7 @@ def test_async_and_blocking_facades_offer_the_same_operations(
 def test_every_blocking_operation_takes_a_timeout() -> None:
     for name, signature in _operations(Communicator).items():
         blocking = name.startswith(("add_", "remove_")) or name.endswith("_send")
-        if (blocking or name == "task_queue") and name != "add_close_callback":
+        if (blocking or name == "task_queue") and not name.endswith("_callback"):
             assert "timeout" in signature.parameters, name
 
 
@@ -202,16 +202,24 @@ def test_a_sleeping_subscriber_does_not_stop_heartbeats_or_other_subscribers(
 
 @pytest.mark.amqp
 def test_kiwipy09_style_except_clauses_catch_a_lost_connection(
-    amqp_url: str, unique_name: str
+    amqp_url: str, unique_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     aio_pika_exceptions = pytest.importorskip("aio_pika.exceptions")
-    with kiwipy.sync.connect(amqp_url, **_names(unique_name)) as comm:
+    import kiwipy.transports.amqp as amqp_module
+
+    options = {**_names(unique_name), "operation_timeout": 0.5}
+    with kiwipy.sync.connect(amqp_url, **options) as comm:
         assert comm.broadcast_send("before") is True
+
+        async def broker_down(url: str) -> None:
+            raise ConnectionRefusedError("the broker is down")
+
+        monkeypatch.setattr(amqp_module, "_dial", broker_down)
         transport: Any = comm.asyncio_communicator.transport
         asyncio.run_coroutine_threadsafe(transport._connection.close(), comm.loop()).result(5)
         # plumpy wraps broadcast_send in exactly this except clause
         with pytest.raises(
             (aio_pika_exceptions.ConnectionClosed, aio_pika_exceptions.ChannelInvalidStateError)
         ) as excinfo:
-            comm.broadcast_send("after")
+            comm.broadcast_send("during the outage")
         assert isinstance(excinfo.value, kiwipy.exceptions.ConnectionLost)

@@ -75,6 +75,15 @@ class Settings:
     task_timeout: float | None = None
     #: Default bound, in seconds, on one operation: a send's confirm, a blocking call.
     operation_timeout: float = 30.0
+    #: Longest pause between two reconnection attempts (they back off up to it, with jitter).
+    reconnect_max_delay: float = 5.0
+    #: Where tasks that cannot be run (undecodable, rejected too often) go, with the reason in
+    #: their headers; ``None``: rejected without requeue (a broker dead-letter policy applies).
+    dead_letter_queue: str | None = None
+    #: After this many rounds of every subscriber rejecting a task, it is dead-lettered.
+    task_max_rejections: int = 10
+    #: Pause before a rejected task goes back to the queue; it doubles with each attempt.
+    task_rejection_pause: float = 0.2
 
     def __post_init__(self) -> None:
         scheme = urllib.parse.urlsplit(self.url).scheme

@@ -7,6 +7,14 @@ assert await future == 42
 """
 
 from kiwipy.aio.communicator import AsyncCommunicator, connect
-from kiwipy.aio.tasks import AsyncTaskQueue, IncomingTask, TaskState
+from kiwipy.aio.incoming import IncomingTask, TaskState, current_incoming_task
+from kiwipy.aio.tasks import AsyncTaskQueue
 
-__all__ = ("AsyncCommunicator", "AsyncTaskQueue", "IncomingTask", "TaskState", "connect")
+__all__ = (
+    "AsyncCommunicator",
+    "AsyncTaskQueue",
+    "IncomingTask",
+    "TaskState",
+    "connect",
+    "current_incoming_task",
+)

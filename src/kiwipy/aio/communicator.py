@@ -19,6 +19,7 @@ from kiwipy.exceptions import (
     ConnectionLost,
     DuplicateSubscriberIdentifier,
     MessageError,
+    ReplyLost,
 )
 from kiwipy.settings import Settings
 from kiwipy.transports import create_transport
@@ -29,6 +30,7 @@ __all__ = ("AsyncCommunicator", "connect")
 _LOGGER = logging.getLogger(__name__)
 
 RpcSubscriber = Callable[[Any, Any], Any]
+ConnectionCallback = Callable[["AsyncCommunicator", bool, BaseException | None], Any]
 #: How long a graceful close waits for tasks that are being answered and acknowledged.
 _SETTLE_ON_CLOSE_S = 5.0
 
@@ -71,7 +73,9 @@ class AsyncCommunicator:
         self._rpc_identifiers: dict[str, Any] = {}
         self._broadcasts = Broadcasts(self._core)
         self._close_callbacks: list[Callable[[AsyncCommunicator, BaseException | None], Any]] = []
+        self._connection_callbacks: list[ConnectionCallback] = []
         self._transport.add_close_callback(self._on_transport_closed)
+        self._transport.add_link_callback(self._on_link_changed)
 
     def __repr__(self) -> str:
         state = "closed" if self.is_closed() else "open"
@@ -120,6 +124,23 @@ class AsyncCommunicator:
         await self._core.wait_settling(_SETTLE_ON_CLOSE_S)
         await self._core.cancel_tasks()
         await self._transport.close()
+
+    def add_connection_callback(self, callback: ConnectionCallback) -> None:
+        """Call ``callback(communicator, connected, exc)`` when the link to the broker is lost
+        (``connected`` false, with the reason) or restored after a reconnection (true)."""
+        self._connection_callbacks.append(callback)
+
+    def _on_link_changed(self, connected: bool, exc: BaseException | None) -> None:
+        if not connected:
+            # The reply queue died with the connection: replies in flight cannot arrive.
+            self._core.replies.fail_all(
+                ReplyLost(f"The connection to the broker was lost before the reply came: {exc}")
+            )
+        for callback in list(self._connection_callbacks):
+            try:
+                callback(self, connected, exc)
+            except Exception:
+                _LOGGER.exception("Connection callback failed")
 
     def _on_transport_closed(self, exc: BaseException | None) -> None:
         if exc is not None:

@@ -111,7 +111,8 @@ class Core:
     async def bounded(self, awaitable: Awaitable[Any], timeout: float | None, what: str) -> Any:
         """Await ``awaitable`` for at most ``timeout`` s (default ``operation_timeout``).
 
-        A late operation is cancelled and fails with ``DeadlineExceeded``.
+        A late operation is cancelled and fails with ``DeadlineExceeded``, or with the
+        transport's ``ConnectionLost`` when it was waiting for a lost link to come back.
         """
         limit = self.settings.operation_timeout if timeout is None else timeout
         try:
@@ -119,4 +120,7 @@ class Core:
         except asyncio.TimeoutError as exc:
             if isinstance(exc, DeadlineExceeded):
                 raise
+            if not self.transport.is_connected:
+                message = f"{what} failed: no connection to the broker within {limit:g} s"
+                raise self.transport.connection_error(message) from exc
             raise DeadlineExceeded(f"{what} did not complete within {limit:g} s") from exc

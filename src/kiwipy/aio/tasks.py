@@ -18,9 +18,10 @@ from typing import Any
 from kiwipy import messages
 from kiwipy.aio.core import Core
 from kiwipy.aio.futures import done_future, follow_pending
+from kiwipy.aio.incoming import IncomingTask, TaskState, reset_current_incoming_task
+from kiwipy.aio.rejections import Rejections
 from kiwipy.exceptions import (
     DuplicateSubscriberIdentifier,
-    InvalidStateError,
     MessageError,
     QueueEmpty,
     TaskRejected,
@@ -28,132 +29,14 @@ from kiwipy.exceptions import (
 from kiwipy.settings import Settings
 from kiwipy.transports.base import Delivery, Message, Subscription
 
-__all__ = ("AsyncTaskQueue", "IncomingTask", "TaskState")
-
-_LOGGER = logging.getLogger(__name__)
-
-#: Pause before requeueing a task that no subscriber took, so it does not spin.
-REQUEUE_DELAY_S = 0.2
-#: How often ``next_task`` polls an empty queue while it waits.
-_POLL_INTERVAL_S = 0.05
-
-
-class TaskState:
-    PENDING = "pending"
-    PROCESSING = "processing"
-    FINISHED = "finished"
-    REQUEUED = "requeued"
-
+__all__ = ("AsyncTaskQueue", "IncomingTask", "TaskState", "TaskSubscriber")
 
 TaskSubscriber = Callable[[Any, Any], Any]
 
+_LOGGER = logging.getLogger(__name__)
 
-class IncomingTask:
-    """A task taken from a queue, to process (``process()`` / ``processing()``) or requeue."""
-
-    def __init__(self, core: Core, delivery: Delivery, body: Any, no_reply: bool) -> None:
-        self._core = core
-        self._delivery = delivery
-        self._body = body
-        self._no_reply = no_reply
-        self._state = TaskState.PENDING
-        self._outcome: asyncio.Future[Any] | None = None
-
-    def __repr__(self) -> str:
-        return f"IncomingTask(state={self._state!r}, body={self._body!r})"
-
-    @property
-    def body(self) -> Any:
-        return self._body
-
-    @property
-    def no_reply(self) -> bool:
-        return self._no_reply
-
-    @property
-    def state(self) -> str:
-        return self._state
-
-    @property
-    def redelivered(self) -> bool:
-        """The broker delivered this task before (to a worker that died or gave it back)."""
-        return self._delivery.message.redelivered
-
-    @property
-    def lost(self) -> bool:
-        """The connection that received this task died: another worker may have it now."""
-        return self._delivery.stale
-
-    def process(self) -> asyncio.Future[Any]:
-        """Start processing: resolve the returned future to finish (and acknowledge) the task."""
-        self._start()
-        assert self._outcome is not None
-        self._outcome.add_done_callback(
-            lambda outcome: self._core.spawn(self.finish(outcome), "Finishing a task")
-        )
-        return self._outcome
-
-    @contextlib.asynccontextmanager
-    async def processing(self) -> AsyncIterator[asyncio.Future[Any]]:
-        """Yield the outcome future; an exception in the block becomes the task's outcome.
-
-        When the block ends with the outcome set, the task is finished (replied to and
-        acknowledged); with the outcome unset, it is requeued.
-        """
-        self._start()
-        outcome = self._outcome
-        assert outcome is not None
-        try:
-            yield outcome
-        except Exception as exc:
-            if not outcome.done():
-                outcome.set_exception(exc)
-            raise
-        finally:
-            if outcome.done():
-                await self.finish(outcome)
-            elif self._state == TaskState.PROCESSING:
-                await self.requeue()
-
-    async def requeue(self) -> None:
-        """Give the task back to the queue for another worker."""
-        if self._state not in (TaskState.PENDING, TaskState.PROCESSING):
-            raise InvalidStateError(f"Cannot requeue a task that is {self._state}")
-        self._state = TaskState.REQUEUED
-        await self._delivery.reject(requeue=True)
-
-    async def finish(self, outcome: asyncio.Future[Any]) -> None:
-        """Reply with the outcome (unless ``no_reply``), then acknowledge the task."""
-        if self._state in (TaskState.FINISHED, TaskState.REQUEUED):
-            return
-        self._state = TaskState.FINISHED
-        await self._core.protect(self._reply_and_ack(_outcome_reply(outcome)))
-
-    async def _reply_and_ack(self, reply: dict[str, Any]) -> None:
-        # Reply first: if we die in between, the task runs again (at least once), but its
-        # sender is never left without an answer.
-        if not self._no_reply:
-            await self._core.send_reply(self._delivery.message, reply)
-        elif messages.EXCEPTION_KEY in reply:
-            _LOGGER.warning("Task without reply failed: %s", reply[messages.EXCEPTION_KEY])
-        await self._delivery.ack()
-
-    def _start(self) -> None:
-        if self._state != TaskState.PENDING:
-            raise InvalidStateError(f"The task is {self._state}, not pending")
-        self._state = TaskState.PROCESSING
-        self._outcome = asyncio.get_running_loop().create_future()
-
-
-def _outcome_reply(outcome: asyncio.Future[Any]) -> dict[str, Any]:
-    if outcome.cancelled():
-        return messages.cancelled_reply("The task was cancelled")
-    exc = outcome.exception()
-    if exc is not None:
-        return messages.exception_reply(exc)
-    reply = messages.result_reply(outcome.result())
-    reply[messages.HOST_KEY] = messages.host_info()
-    return reply
+#: How often ``next_task`` polls an empty queue while it waits.
+_POLL_INTERVAL_S = 0.05
 
 
 class AsyncTaskQueue:
@@ -166,6 +49,7 @@ class AsyncTaskQueue:
         self._subscribers: dict[Any, TaskSubscriber] = {}
         self._subscription: Subscription | None = None
         self._declared = False
+        self._rejections = Rejections(core, name)
 
     def __repr__(self) -> str:
         return f"AsyncTaskQueue({self.name!r})"
@@ -271,12 +155,18 @@ class AsyncTaskQueue:
         task = await self._receive(delivery)
         if task is None:
             return
-        task._start()
-        outcome = await self._run_subscribers(task)
-        if outcome is None:
-            task._state = TaskState.PENDING
-            await asyncio.sleep(REQUEUE_DELAY_S)
+        if not self._subscribers:  # removed meanwhile: not a rejection, give it straight back
             await task.requeue()
+            return
+        task._start()
+        token = task.bind_to_context()
+        try:
+            outcome = await self._run_subscribers(task)
+        finally:
+            reset_current_incoming_task(token)
+        if outcome is None:
+            task._state = TaskState.REQUEUED
+            await self._rejections.rejected_by_all(delivery)
         else:
             await task.finish(outcome)
 
@@ -307,14 +197,7 @@ class AsyncTaskQueue:
             body = self._core.codec.decode(message.body, message.content_type)
             task, no_reply = messages.parse_task(body)
         except MessageError as exc:
-            _LOGGER.warning(
-                "Rejected an undecodable task from queue '%s' (correlation id %s): %s",
-                self.name,
-                message.correlation_id,
-                exc,
-            )
-            await self._core.send_reply(message, messages.exception_reply(exc))
-            await delivery.reject(requeue=False)
+            await self._rejections.undecodable(delivery, exc)
             return None
         return IncomingTask(self._core, delivery, task, no_reply)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import inspect
 import logging
 import queue
@@ -29,7 +30,7 @@ DEFAULT_MAX_THREADS = 32
 
 
 class _Call:
-    __slots__ = ("args", "loop", "outcome", "subscriber")
+    __slots__ = ("args", "context", "loop", "outcome", "subscriber")
 
     def __init__(
         self,
@@ -42,10 +43,12 @@ class _Call:
         self.args = args
         self.loop = loop
         self.outcome = outcome
+        # The caller's context variables (such as the current incoming task) go along.
+        self.context = contextvars.copy_context()
 
     def run(self) -> None:
         try:
-            result = self.subscriber(*self.args)
+            result = self.context.run(self.subscriber, *self.args)
         except BaseException as exc:  # handed to the loop; it decides what is fatal
             _deliver(self.loop, self.outcome, exception=exc)
         else:

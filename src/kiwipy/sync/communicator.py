@@ -78,8 +78,7 @@ class Communicator(communications.Communicator):
     ) -> T:
         if self._closed:
             raise CommunicatorClosed("The communicator is closed")
-        limit = self._settings.operation_timeout if timeout is None else timeout
-        return self._portal.call(make, limit, what)
+        return self._portal.call_operation(make, timeout, self._settings.operation_timeout, what)
 
     def _stop_threads(self) -> None:
         self._callbacks.stop()
@@ -123,6 +122,13 @@ class Communicator(communications.Communicator):
             raise CommunicatorClosed("The communicator is closed")
         target = weak_callback(callback) if weak else callback
         self._async.add_close_callback(lambda _comm, exc: target(self, exc))
+
+    def add_connection_callback(self, callback: Callable[..., Any]) -> None:
+        """Call ``callback(communicator, connected, exc)`` when the link to the broker is lost
+        or restored (from the loop thread: keep it short)."""
+        self._async.add_connection_callback(
+            lambda _comm, connected, exc: callback(self, connected, exc)
+        )
 
     # -- tasks ---------------------------------------------------------------------------------
 

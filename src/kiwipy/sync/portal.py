@@ -21,6 +21,8 @@ T = TypeVar("T")
 
 #: How long a timed-out call may take to unwind its cancellation before we stop waiting.
 _CANCEL_GRACE_S = 5.0
+#: How much longer than an operation's own bound the portal waits for it.
+_OPERATION_GRACE_S = 1.0
 
 
 class Portal:
@@ -62,6 +64,21 @@ class Portal:
             future.cancel()
             concurrent.futures.wait([future], _CANCEL_GRACE_S)
             raise DeadlineExceeded(f"{what} did not complete within {timeout:g} s") from None
+
+    def call_operation(
+        self,
+        make: Callable[[], Coroutine[Any, Any, T]],
+        timeout: float | None,
+        default_timeout: float,
+        what: str,
+    ) -> T:
+        """Run a kiwipy operation that bounds itself by ``timeout`` (or ``default_timeout``).
+
+        The operation gives up on its own and says why (a lost link, a late confirm); the
+        portal's bound, a little later, only guards against one that cannot end.
+        """
+        limit = default_timeout if timeout is None else timeout
+        return self.call(make, limit + _OPERATION_GRACE_S, what)
 
     def call_soon(self, callback: Callable[..., Any], *args: Any) -> None:
         """Schedule a plain callback on the loop from any thread."""

@@ -36,8 +36,8 @@ class TaskQueue:
     def _call(
         self, make: Callable[[], Coroutine[Any, Any, T]], timeout: float | None, what: str
     ) -> T:
-        limit = self._queue.settings.operation_timeout if timeout is None else timeout
-        return self._portal.call(make, limit, what)
+        default = self._queue.settings.operation_timeout
+        return self._portal.call_operation(make, timeout, default, what)
 
     def task_send(
         self,
@@ -155,7 +155,13 @@ class BlockingIncomingTask:
 
     @property
     def lost(self) -> bool:
+        """See :attr:`kiwipy.aio.IncomingTask.lost`."""
         return self._task.lost
+
+    def add_lost_callback(self, callback: Callable[[BlockingIncomingTask], Any]) -> None:
+        """Call ``callback(task)`` if this task is lost (from the loop thread: keep it short,
+        for example set a ``threading.Event``)."""
+        self._task.add_lost_callback(lambda _task: callback(self))
 
     def process(self) -> concurrent.futures.Future[Any]:
         """Start processing; resolving the returned future finishes the task on the loop."""

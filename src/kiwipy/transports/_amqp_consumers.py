@@ -4,26 +4,57 @@ A delivery remembers the aiormq channel that received it and settles only there:
 are per channel, so an ack sent on another channel (or on a reopened channel that got the same
 number) would settle some other message. Once that channel has closed the delivery is *stale*
 and settling it does nothing: the broker has already put the message back.
+
+Consumers heal themselves. When their channel closes under them (the connection died, or the
+broker closed the channel, as it does when ``consumer_timeout`` expires) or the broker cancels
+them (their queue was deleted), they declare their queue again and consume on a new channel,
+waiting for the transport to reconnect if needed. An error the broker gives for good (access
+refused, not found) is reported once and ends the consumer; nothing retries it forever.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from kiwipy.exceptions import KiwipyError
-from kiwipy.transports._amqp_support import amqp_errors, to_message
+from kiwipy.exceptions import (
+    BrokerError,
+    ConnectionLost,
+    DuplicateSubscriberIdentifier,
+    KiwipyError,
+)
+from kiwipy.transports._amqp_support import amqp_errors, backoff_delays, to_message
 from kiwipy.transports.base import Delivery, DeliveryHandler, MessageHandler, Subscription
 
-__all__ = ("AmqpDelivery", "MessageConsumer", "TaskConsumer")
+__all__ = ("AmqpDelivery", "ConsumerContext", "MessageConsumer", "TaskConsumer")
 
 _LOGGER = logging.getLogger("kiwipy.transports.amqp")
 
 Spawn = Callable[[Coroutine[Any, Any, None], str], None]
 #: Awaits a frame-writing call, or gives up with ``ConnectionLost`` once the connection is gone.
-Guard = Callable[[Awaitable[None]], Awaitable[None]]
+Guard = Callable[[Awaitable[Any]], Awaitable[Any]]
+
+
+class ConsumerContext:
+    """What a consumer needs from its transport."""
+
+    def __init__(
+        self,
+        spawn: Spawn,
+        guard: Guard,
+        open_channel: Callable[[], Awaitable[Any]],
+        closing: Callable[[], bool],
+        restore_window_s: float,
+    ) -> None:
+        self.spawn = spawn
+        self.guard = guard
+        self.open_channel = open_channel
+        self.closing = closing
+        #: How long a restore keeps trying while the broker still holds the old exclusive queue.
+        self.restore_window_s = restore_window_s
 
 
 class AmqpDelivery(Delivery):
@@ -46,6 +77,13 @@ class AmqpDelivery(Delivery):
     @property
     def stale(self) -> bool:
         return bool(self._channel.is_closed)
+
+    def add_stale_callback(self, callback: Callable[[], None]) -> None:
+        def on_channel_closed(_: asyncio.Future[Any]) -> None:
+            if not self._settled:
+                callback()
+
+        self._channel.closing.add_done_callback(on_channel_closed)
 
     async def ack(self) -> None:
         await self._settle(lambda: self._channel.basic_ack(self._tag))
@@ -73,92 +111,184 @@ class AmqpDelivery(Delivery):
                 raise
 
 
-class TaskConsumer(Subscription):
+class _HealingConsumer(Subscription):
+    """Restarts itself when its channel closes or the broker cancels it, until cancelled."""
+
+    def __init__(self, context: ConsumerContext, what: str) -> None:
+        self._context = context
+        self._what = what
+        self.channel: Any = None
+        self.tag: str | None = None
+        self.cancelled = False
+        self._healing = False
+
+    async def _consume(self) -> None:
+        """Declare what is needed and consume on a fresh channel (sets ``channel``, ``tag``)."""
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        await self._consume()
+        self._watch(self.channel)
+
+    def _watch(self, channel: Any) -> None:
+        channel.closing.add_done_callback(lambda _: self._lost(channel, "its channel closed"))
+        callbacks = getattr(channel, "on_consumer_cancel_callbacks", None)
+        if callbacks is not None:  # aiormq 7; aiormq 6.9 does not report broker cancels
+            callbacks.add(self._on_broker_cancel)
+
+    async def _on_broker_cancel(self, frame: Any) -> None:
+        if frame.consumer_tag == self.tag:
+            self._lost(self.channel, "the broker cancelled it (queue deleted?)")
+
+    def _lost(self, channel: Any, why: str) -> None:
+        if self.cancelled or self._healing or channel is not self.channel:
+            return
+        if self._context.closing():
+            return
+        self._healing = True
+        _LOGGER.info("%s stopped (%s); restoring it", self._what, why)
+        self._context.spawn(self._heal(), f"Restoring {self._what}")
+
+    async def _heal(self) -> None:
+        started = asyncio.get_running_loop().time()
+        delays = backoff_delays()
+        try:
+            while not self.cancelled:
+                try:
+                    await self.start()
+                    _LOGGER.info("%s restored", self._what)
+                    return
+                except ConnectionLost:
+                    pass  # the link is down again: the next try waits for it
+                except DuplicateSubscriberIdentifier:
+                    # The broker may still hold our exclusive queue for the dead connection.
+                    elapsed = asyncio.get_running_loop().time() - started
+                    if elapsed > self._context.restore_window_s:
+                        _LOGGER.error("Cannot restore %s: its identifier is taken", self._what)
+                        return
+                except BrokerError as exc:
+                    _LOGGER.error("Cannot restore %s, giving up: %s", self._what, exc)
+                    return
+                await asyncio.sleep(next(delays))
+        finally:
+            self._healing = False
+
+
+class TaskConsumer(_HealingConsumer):
     """Consumes a task queue on its own channel, with manual acks and a prefetch limit.
 
     After :meth:`cancel` the channel stays open until every delivery handed out on it is
     settled (or the transport closes), then it is closed.
     """
 
-    def __init__(self, channel: Any, handler: DeliveryHandler, spawn: Spawn, guard: Guard) -> None:
-        self._channel = channel
+    def __init__(
+        self,
+        context: ConsumerContext,
+        queue: str,
+        prefetch_count: int,
+        handler: DeliveryHandler,
+        declare_queue: Callable[[], Awaitable[None]],
+    ) -> None:
+        super().__init__(context, f"task consumer of {queue!r}")
+        self._queue = queue
+        self._prefetch_count = prefetch_count
         self._handler = handler
-        self._spawn = spawn
-        self._guard = guard
-        self._tag: str | None = None
-        self._outstanding = 0
-        self._cancelled = False
+        self._declare_queue = declare_queue
+        self._outstanding: dict[Any, int] = {}
 
-    async def start(self, queue: str, prefetch_count: int) -> None:
-        with amqp_errors(f"consume task queue {queue!r}"):
-            await self._channel.basic_qos(prefetch_count=prefetch_count)
-            consume_ok = await self._channel.basic_consume(queue, self._on_message, no_ack=False)
-        self._tag = consume_ok.consumer_tag
+    async def _consume(self) -> None:
+        await self._declare_queue()
+        channel = await self._context.open_channel()
+        self.channel = channel
+        try:
+            with amqp_errors(f"consume task queue {self._queue!r}"):
+                await channel.basic_qos(prefetch_count=self._prefetch_count)
+                consume_ok = await channel.basic_consume(
+                    self._queue, lambda raw: self._on_message(channel, raw), no_ack=False
+                )
+        except BaseException:
+            await _close(channel)
+            raise
+        self.tag = consume_ok.consumer_tag
 
-    async def _on_message(self, raw: Any) -> None:
-        if self._cancelled:  # arrived while cancelling: never handed out, give it back
-            if not self._channel.is_closed:
+    async def _on_message(self, channel: Any, raw: Any) -> None:
+        if self.cancelled:  # arrived while cancelling: never handed out, give it back
+            if not channel.is_closed:
                 with contextlib.suppress(Exception):
-                    await self._guard(self._channel.basic_reject(raw.delivery_tag, requeue=True))
+                    await self._context.guard(channel.basic_reject(raw.delivery_tag, requeue=True))
             return
-        self._outstanding += 1
-        delivery = AmqpDelivery(raw, self._channel, self._guard, self._settled_one)
-        self._spawn(self._handler(delivery), "Task handler")
+        self._outstanding[channel] = self._outstanding.get(channel, 0) + 1
+        delivery = AmqpDelivery(
+            raw, channel, self._context.guard, lambda: self._settled_one(channel)
+        )
+        self._context.spawn(self._handler(delivery), "Task handler")
 
-    def _settled_one(self) -> None:
-        self._outstanding -= 1
-        if self._cancelled and self._outstanding == 0:
-            self._spawn(self._close_channel(), "Closing a cancelled task consumer's channel")
+    def _settled_one(self, channel: Any) -> None:
+        left = self._outstanding.get(channel, 1) - 1
+        if left:
+            self._outstanding[channel] = left
+            return
+        self._outstanding.pop(channel, None)
+        if self.cancelled:
+            self._context.spawn(_close(channel), "Closing a cancelled task consumer's channel")
 
     async def cancel(self) -> None:
-        if self._cancelled:
+        if self.cancelled:
             return
-        self._cancelled = True
-        if self._tag is not None and not self._channel.is_closed:
+        self.cancelled = True
+        channel = self.channel
+        if channel is None or channel.is_closed:
+            return
+        if self.tag is not None:
             with amqp_errors("cancel a task consumer"):
-                await self._channel.basic_cancel(self._tag)
-        if self._outstanding == 0:
-            await self._close_channel()
+                await channel.basic_cancel(self.tag)
+        if not self._outstanding.get(channel):
+            await _close(channel)
 
     async def close(self) -> None:
         """Stop at once (the transport is closing): unsettled deliveries go back."""
-        self._cancelled = True
-        await self._close_channel()
-
-    async def _close_channel(self) -> None:
-        if not self._channel.is_closed:
-            with contextlib.suppress(Exception):
-                await self._channel.close()
+        self.cancelled = True
+        if self.channel is not None:
+            await _close(self.channel)
 
 
-class MessageConsumer(Subscription):
-    """A no-ack consumer (RPC, broadcasts, replies) whose cancel runs ``teardown`` once."""
+class MessageConsumer(_HealingConsumer):
+    """A no-ack consumer (RPC, broadcasts, replies) of a queue it declares itself.
+
+    ``declare`` (re)creates the queue and its bindings; ``listener`` gives the shared channel
+    to consume on; ``teardown`` runs once on :meth:`cancel`.
+    """
 
     def __init__(
         self,
+        context: ConsumerContext,
+        queue: str,
         handler: MessageHandler,
-        spawn: Spawn,
         what: str,
+        declare: Callable[[], Awaitable[None]],
+        listener: Callable[[], Awaitable[Any]],
         teardown: Callable[[MessageConsumer], Awaitable[None]] | None = None,
     ) -> None:
+        super().__init__(context, what)
+        self.queue = queue
         self._handler = handler
-        self._spawn = spawn
-        self._what = what
+        self._declare = declare
+        self._listener = listener
         self._teardown = teardown
-        self.channel: Any = None
-        self.tag: str | None = None
-        self.cancelled = False
 
-    async def start(self, channel: Any, queue: str) -> None:
+    async def _consume(self) -> None:
+        await self._declare()
+        channel = await self._listener()
         self.channel = channel
-        consume_ok = await channel.basic_consume(queue, self._on_message, no_ack=True)
+        with amqp_errors(f"consume queue {self.queue!r}"):
+            consume_ok = await channel.basic_consume(self.queue, self._on_message, no_ack=True)
         self.tag = consume_ok.consumer_tag
 
     async def _on_message(self, raw: Any) -> None:
         if self.cancelled:
             _LOGGER.debug("Dropped a message that arrived after %s was cancelled", self._what)
             return
-        self._spawn(self._handler(to_message(raw)), self._what)
+        self._context.spawn(self._handler(to_message(raw)), self._what)
 
     async def stop_consuming(self) -> None:
         """``basic.cancel`` this consumer (if its channel still lives)."""
@@ -172,3 +302,9 @@ class MessageConsumer(Subscription):
         self.cancelled = True
         if self._teardown is not None:
             await self._teardown(self)
+
+
+async def _close(channel: Any) -> None:
+    if not channel.is_closed:
+        with contextlib.suppress(Exception):
+            await channel.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
@@ -33,6 +34,8 @@ __all__ = (
     "Lifeline",
     "OwnedTasks",
     "amqp_errors",
+    "backoff_delays",
+    "is_fatal",
     "plain",
     "to_message",
     "to_properties",
@@ -111,6 +114,21 @@ def amqp_errors(what: str) -> Iterator[None]:
         if translated is exc:
             raise
         raise translated from exc
+
+
+def backoff_delays(first: float = 0.05, longest: float = 5.0) -> Iterator[float]:
+    """Exponential back-off with jitter: many clients reconnecting do not knock in step."""
+    delay = first
+    while True:
+        yield delay * random.uniform(0.5, 1.0)
+        delay = min(delay * 2, longest)
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """Whether a connect error will not go away by trying again (bad credentials, no vhost)."""
+    return isinstance(
+        exc, aiormq.exceptions.ProbableAuthenticationError | aiormq.ConnectionNotAllowed
+    )
 
 
 def url_with_heartbeat(url: str, heartbeat: int) -> str:

@@ -11,6 +11,12 @@ new peers share a broker. Channels:
 * *listener*: the no-ack consumers (RPC endpoints, broadcast subscriptions, the reply queue).
 * *getter*: ``basic.get`` for :meth:`AmqpTransport.get_task`.
 * one channel per task consumer, with its own prefetch limit. Its deliveries settle on it only.
+
+When the connection dies (heartbeat missed, socket error, broker shut down) the transport stays
+open and reconnects with jittered back-off; what waits for the link meanwhile (a publish, a
+declare) goes on once it is back, bounded by its caller's deadline. Every consumer then restores
+itself: queue, bindings, QoS, consume (see ``_amqp_consumers``). Bad credentials or a refused
+virtual host end the transport instead of being retried forever.
 """
 
 from __future__ import annotations
@@ -26,19 +32,28 @@ from typing import Any
 import aiormq
 
 from kiwipy.exceptions import (
+    BrokerError,
     CommunicatorClosed,
+    ConnectionLost,
     DuplicateSubscriberIdentifier,
     InvalidStateError,
     UnroutableError,
 )
 from kiwipy.settings import MESSAGE_TTL_MS, QUEUE_EXPIRES_MS, TESTING_QUEUE_EXPIRES_MS, Settings
-from kiwipy.transports._amqp_consumers import AmqpDelivery, MessageConsumer, TaskConsumer
+from kiwipy.transports._amqp_consumers import (
+    AmqpDelivery,
+    ConsumerContext,
+    MessageConsumer,
+    TaskConsumer,
+)
 from kiwipy.transports._amqp_support import (
     AmqpConnectionLost,
     ChannelSlot,
     Lifeline,
     OwnedTasks,
     amqp_errors,
+    backoff_delays,
+    is_fatal,
     plain,
     to_properties,
     url_with_heartbeat,
@@ -47,6 +62,7 @@ from kiwipy.transports.base import (
     CloseCallback,
     Delivery,
     DeliveryHandler,
+    LinkCallback,
     Message,
     MessageHandler,
     Subscription,
@@ -92,6 +108,19 @@ class AmqpTransport(Transport):
         self._close_reason: BaseException | None = None
         self._tasks = OwnedTasks()
         self._lifeline = Lifeline(self._tasks, f"The connection to {settings.masked_url} is gone")
+        self._link_up = asyncio.Event()
+        self._link_callbacks: list[LinkCallback] = []
+        self._reconnecting = False
+        self._fatal: BaseException | None = None
+        self._context = ConsumerContext(
+            spawn=self._tasks.spawn,
+            guard=self._guard,
+            open_channel=lambda: self._open_channel(publisher_confirms=False),
+            closing=lambda: self._closed,
+            # The broker frees a dead connection's exclusive queues once it notices the death,
+            # at the latest two heartbeats later.
+            restore_window_s=3.0 * settings.heartbeat + settings.connection_timeout,
+        )
         self._control_lock = asyncio.Lock()
         self._control = ChannelSlot(lambda: self._open_channel(publisher_confirms=False))
         self._publisher = ChannelSlot(
@@ -124,15 +153,31 @@ class AmqpTransport(Transport):
         except Exception as exc:
             reason = _scrub(f"{type(exc).__name__}: {exc}", settings.url)
             raise AmqpConnectionLost(f"Cannot connect to {settings.masked_url}: {reason}") from exc
-        self._connection = connection
-        self._lifeline.start()
-        connection.closing.add_done_callback(self._on_connection_closed)
+        self._install(connection)
         _LOGGER.debug("Connected to %s", settings.masked_url)
+
+    def _install(self, connection: Any) -> None:
+        """Make ``connection`` the live one; caches of what the broker has start afresh."""
+        self._connection = connection
+        self._lifeline = Lifeline(
+            self._tasks, f"The connection to {self._settings.masked_url} is gone"
+        )
+        self._lifeline.start()
+        self._exchanges.clear()
+        self._task_queues.clear()
+        connection.closing.add_done_callback(
+            lambda future: self._on_connection_closed(connection, future)
+        )
+        self._link_up.set()
+
+    def _guard(self, operation: Any) -> Any:
+        return self._lifeline.guard(operation)
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        self._link_up.set()  # wake whatever waits for the link: it sees the transport closed
         self._lifeline.cut()
         connection = self._connection
         if connection is not None and not connection.is_closed:
@@ -145,8 +190,18 @@ class AmqpTransport(Transport):
 
     @property
     def is_closed(self) -> bool:
+        return self._closed
+
+    @property
+    def is_connected(self) -> bool:
         connection = self._connection
-        return self._closed or (connection is not None and bool(connection.is_closed))
+        return not self._closed and connection is not None and not connection.is_closed
+
+    def connection_error(self, message: str) -> ConnectionLost:
+        return AmqpConnectionLost(message)
+
+    def add_link_callback(self, callback: LinkCallback) -> None:
+        self._link_callbacks.append(callback)
 
     @property
     def server_properties(self) -> dict[str, Any]:
@@ -160,7 +215,10 @@ class AmqpTransport(Transport):
         else:
             self._close_callbacks.append(callback)
 
-    def _on_connection_closed(self, future: asyncio.Future[Any]) -> None:
+    def _on_connection_closed(self, connection: Any, future: asyncio.Future[Any]) -> None:
+        if connection is not self._connection:
+            return
+        self._link_up.clear()
         self._lifeline.cut()
         self._publisher.observe_confirmations()
         if self._closed:
@@ -169,7 +227,43 @@ class AmqpTransport(Transport):
         _LOGGER.warning("Lost the connection to %s: %r", self._settings.masked_url, reason)
         lost = AmqpConnectionLost(f"Lost the connection to {self._settings.masked_url}: {reason!r}")
         lost.__cause__ = reason
-        self._fire_close_callbacks(lost)
+        for callback in list(self._link_callbacks):
+            _call_link_callback(callback, False, lost)
+        if not self._reconnecting:
+            self._reconnecting = True
+            self._tasks.spawn(self._reconnect(), "Reconnecting to the broker")
+
+    async def _reconnect(self) -> None:
+        settings = self._settings
+        url = url_with_heartbeat(settings.url, settings.heartbeat)
+        try:
+            for delay in backoff_delays(first=0.1, longest=settings.reconnect_max_delay):
+                await asyncio.sleep(delay)
+                try:
+                    connection = await asyncio.wait_for(_dial(url), settings.connection_timeout)
+                except Exception as exc:
+                    if is_fatal(exc):
+                        await self._give_up(exc)
+                        return
+                    _LOGGER.debug("Reconnecting to %s failed: %r", settings.masked_url, exc)
+                    continue
+                self._install(connection)
+                _LOGGER.info("Reconnected to %s", settings.masked_url)
+                for callback in list(self._link_callbacks):
+                    _call_link_callback(callback, True, None)
+                return
+        finally:
+            self._reconnecting = False
+
+    async def _give_up(self, exc: BaseException) -> None:
+        reason = _scrub(f"{type(exc).__name__}: {exc}", self._settings.url)
+        fatal = BrokerError(f"Cannot reconnect to {self._settings.masked_url}: {reason}")
+        _LOGGER.error("%s; giving up", fatal)
+        self._fatal = fatal
+        self._close_reason = fatal
+        self._closed = True
+        self._link_up.set()
+        self._fire_close_callbacks(fatal)
 
     def _fire_close_callbacks(self, exc: BaseException | None) -> None:
         callbacks, self._close_callbacks = self._close_callbacks, None
@@ -179,17 +273,28 @@ class AmqpTransport(Transport):
         for callback in callbacks:
             _call_back(callback, exc)
 
-    def _live_connection(self) -> Any:
+    def _check_open(self) -> None:
+        if self._fatal is not None:
+            raise self._fatal
         if self._closed:
             raise CommunicatorClosed("The AMQP transport is closed")
         if self._connection is None:
             raise InvalidStateError("The AMQP transport is not connected: call connect() first")
-        if self._connection.is_closed:
-            raise AmqpConnectionLost(f"The connection to {self._settings.masked_url} was lost")
-        return self._connection
+
+    async def _live_connection(self) -> Any:
+        """The live connection, waiting while the transport reconnects."""
+        while True:
+            self._check_open()
+            connection = self._connection
+            if self._link_up.is_set() and not connection.is_closed:
+                return connection
+            if self._link_up.is_set():  # closed, and its callback has not run yet
+                await asyncio.sleep(0.01)
+            else:
+                await self._link_up.wait()
 
     async def _open_channel(self, **options: Any) -> Any:
-        connection = self._live_connection()
+        connection = await self._live_connection()
         with amqp_errors("open an AMQP channel"):
             try:
                 return await connection.channel(**options)
@@ -205,7 +310,7 @@ class AmqpTransport(Transport):
     @contextlib.asynccontextmanager
     async def _control_channel(self, what: str) -> AsyncIterator[Any]:
         """The control channel, for one sequence of operations that may fail on their own."""
-        self._live_connection()
+        await self._live_connection()
         async with self._control_lock:
             with amqp_errors(what):
                 yield await self._control.get()
@@ -259,28 +364,28 @@ class AmqpTransport(Transport):
                 await self._bind(queue, exchange, routing_key)
 
     async def _delete_queue(self, queue: str, unbind: Bindings) -> None:
-        if self.is_closed:  # exclusive queues went with the connection
+        if not self.is_connected:  # exclusive queues went with the connection
             return
         async with self._control_channel(f"delete queue {queue!r}") as channel:
             for exchange, routing_key in unbind:
                 await channel.queue_unbind(queue, exchange, routing_key=routing_key)
             await channel.queue_delete(queue)
 
-    async def _listen(self, queue: str, consumer: MessageConsumer, unbind: Bindings) -> None:
-        """Start a no-ack consumer of ``queue``; delete the queue if that fails."""
+    async def _listen(self, consumer: MessageConsumer, unbind: Bindings) -> None:
+        """Start a self-restoring no-ack consumer; delete its queue if that fails."""
         try:
-            channel = await self._listener.get()
-            with amqp_errors(f"consume queue {queue!r}"):
-                await consumer.start(channel, queue)
+            await consumer.start()
+        except DuplicateSubscriberIdentifier:
+            raise
         except BaseException:
             with contextlib.suppress(Exception):
-                await self._delete_queue(queue, unbind)
+                await self._delete_queue(consumer.queue, unbind)
             raise
 
     # -- tasks ---------------------------------------------------------------------------------
 
     async def declare_task_queue(self, queue: str) -> None:
-        self._live_connection()
+        self._check_open()
         if queue in self._task_queues:
             return
         settings = self._settings
@@ -314,14 +419,12 @@ class AmqpTransport(Transport):
     async def consume_tasks(
         self, queue: str, handler: DeliveryHandler, *, prefetch_count: int
     ) -> Subscription:
-        await self.declare_task_queue(queue)
-        channel = await self._open_channel(publisher_confirms=False)
-        consumer = TaskConsumer(channel, handler, self._tasks.spawn, self._lifeline.guard)
-        try:
-            await consumer.start(queue, prefetch_count)
-        except BaseException:
-            await consumer.close()
-            raise
+        async def declare() -> None:
+            self._task_queues.discard(queue)  # it may have been deleted: declare it for real
+            await self.declare_task_queue(queue)
+
+        consumer = TaskConsumer(self._context, queue, prefetch_count, handler, declare)
+        await consumer.start()
         return consumer
 
     async def get_task(self, queue: str) -> Delivery | None:
@@ -336,11 +439,7 @@ class AmqpTransport(Transport):
                         raise
                     self._task_queues.discard(queue)  # expired (testing mode): declare it again
                     continue
-                return (
-                    None
-                    if raw.delivery_tag is None
-                    else AmqpDelivery(raw, channel, self._lifeline.guard)
-                )
+                return None if raw.delivery_tag is None else AmqpDelivery(raw, channel, self._guard)
         raise AssertionError("unreachable")
 
     # -- publishing ----------------------------------------------------------------------------
@@ -355,7 +454,7 @@ class AmqpTransport(Transport):
         mandatory: bool,
         delivery_mode: int,
     ) -> None:
-        self._live_connection()
+        self._check_open()
         properties = to_properties(message, delivery_mode=delivery_mode)
         with amqp_errors(what):
             for last_try in (False, True):
@@ -382,7 +481,7 @@ class AmqpTransport(Transport):
 
     async def bind_rpc(self, identifier: str, handler: MessageHandler) -> Subscription:
         _check_rpc_identifier(identifier)
-        self._live_connection()
+        self._check_open()
         if identifier in self._rpc_identifiers:
             raise DuplicateSubscriberIdentifier(f"RPC identifier {identifier!r} is already bound")
         self._rpc_identifiers.add(identifier)
@@ -400,14 +499,16 @@ class AmqpTransport(Transport):
         arguments = {"x-message-ttl": MESSAGE_TTL_MS}
         if settings.queue_expires_ms:
             arguments["x-expires"] = settings.queue_expires_ms
-        await self._declare_queue(
-            f"bind RPC identifier {identifier!r}",
-            queue,
-            bindings,
-            locked=f"RPC identifier {identifier!r} is already bound by another connection",
-            exclusive=True,
-            arguments=arguments,
-        )
+
+        async def declare() -> None:
+            await self._declare_queue(
+                f"bind RPC identifier {identifier!r}",
+                queue,
+                bindings,
+                locked=f"RPC identifier {identifier!r} is already bound by another connection",
+                exclusive=True,
+                arguments=arguments,
+            )
 
         async def teardown(consumer: MessageConsumer) -> None:
             try:
@@ -417,9 +518,15 @@ class AmqpTransport(Transport):
                 self._rpc_identifiers.discard(identifier)
 
         consumer = MessageConsumer(
-            handler, self._tasks.spawn, f"RPC handler for {identifier!r}", teardown
+            self._context,
+            queue,
+            handler,
+            f"RPC handler for {identifier!r}",
+            declare,
+            self._listener.get,
+            teardown,
         )
-        await self._listen(queue, consumer, bindings)
+        await self._listen(consumer, bindings)
         return consumer
 
     async def publish_rpc(self, identifier: str, message: Message) -> None:
@@ -447,43 +554,59 @@ class AmqpTransport(Transport):
     async def subscribe_broadcasts(self, handler: MessageHandler) -> Subscription:
         queue = f"broadcast-{uuid.uuid4().hex}"
         bindings = [(self._settings.message_exchange, BROADCAST_TOPIC)]
-        await self._declare_queue(
-            "subscribe to broadcasts",
-            queue,
-            bindings,
-            exclusive=True,
-            arguments={"x-message-ttl": MESSAGE_TTL_MS},
-        )
+
+        async def declare() -> None:
+            await self._declare_queue(
+                "subscribe to broadcasts",
+                queue,
+                bindings,
+                exclusive=True,
+                arguments={"x-message-ttl": MESSAGE_TTL_MS},
+            )
 
         async def teardown(consumer: MessageConsumer) -> None:
             await consumer.stop_consuming()
             await self._delete_queue(queue, [])
 
-        consumer = MessageConsumer(handler, self._tasks.spawn, "Broadcast handler", teardown)
-        await self._listen(queue, consumer, bindings)
+        consumer = MessageConsumer(
+            self._context,
+            queue,
+            handler,
+            "Broadcast handler",
+            declare,
+            self._listener.get,
+            teardown,
+        )
+        await self._listen(consumer, bindings)
         return consumer
 
     # -- replies -------------------------------------------------------------------------------
 
     async def open_reply_queue(self, handler: MessageHandler) -> str:
-        self._live_connection()
+        self._check_open()
         if self._reply_queue is not None:
             raise InvalidStateError("The reply queue is already open")
         settings = self._settings
+        # The same name after a reconnect: peers that answer late still reach us.
         queue = self._reply_queue = f"{settings.message_exchange}-reply-{uuid.uuid4()}"
         # kiwipy 0.9 workers reply through the exchange the request came in on.
         bindings = [(settings.message_exchange, queue), (settings.task_exchange, queue)]
-        try:
+
+        async def declare() -> None:
             await self._declare_queue(
                 "open the reply queue",
                 queue,
                 bindings,
+                locked="The reply queue is still held by the previous connection",
                 exclusive=True,
                 arguments={"x-expires": REPLY_QUEUE_EXPIRES_MS},
             )
-            await self._listen(
-                queue, MessageConsumer(handler, self._tasks.spawn, "Reply handler"), bindings
-            )
+
+        consumer = MessageConsumer(
+            self._context, queue, handler, "Reply handler", declare, self._listener.get
+        )
+        try:
+            await self._listen(consumer, bindings)
         except BaseException:
             self._reply_queue = None
             raise
@@ -499,6 +622,13 @@ class AmqpTransport(Transport):
             mandatory=False,
             delivery_mode=PERSISTENT if message.persistent else TRANSIENT,
         )
+
+
+def _call_link_callback(callback: LinkCallback, connected: bool, exc: BaseException | None) -> None:
+    try:
+        callback(connected, exc)
+    except Exception:
+        _LOGGER.exception("Link callback %r failed", callback)
 
 
 def _call_back(callback: CloseCallback, exc: BaseException | None) -> None:

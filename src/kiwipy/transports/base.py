@@ -29,10 +29,13 @@ import dataclasses
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
+from kiwipy.exceptions import ConnectionLost
+
 __all__ = (
     "CloseCallback",
     "Delivery",
     "DeliveryHandler",
+    "LinkCallback",
     "Message",
     "Subscription",
     "Transport",
@@ -74,6 +77,15 @@ class Delivery(abc.ABC):
         """Whether the connection that received this delivery has died since."""
         return False
 
+    def add_stale_callback(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once, on the loop, when this delivery goes stale.
+
+        It goes stale when the connection or channel that received it dies before it is
+        settled: the broker then gives the task to another consumer, so whoever processes this
+        copy has lost ownership of it. Transports that cannot lose deliveries never call it.
+        """
+        del callback
+
     @abc.abstractmethod
     async def ack(self) -> None:
         """Tell the broker the task is done; it is removed from the queue."""
@@ -86,6 +98,9 @@ class Delivery(abc.ABC):
 DeliveryHandler = Callable[[Delivery], Coroutine[Any, Any, None]]
 MessageHandler = Callable[[Message], Coroutine[Any, Any, None]]
 CloseCallback = Callable[[BaseException | None], None]
+#: ``callback(connected, exc)``: the link to the broker was lost (``False``, with the reason)
+#: or restored (``True``, ``None``) while the transport stays open.
+LinkCallback = Callable[[bool, BaseException | None], None]
 
 
 class Subscription(abc.ABC):
@@ -117,9 +132,22 @@ class Transport(abc.ABC):
         """What the broker said about itself on connect (product, version, ...)."""
         return {}
 
+    @property
+    def is_connected(self) -> bool:
+        """Whether the link to the broker is up now (it may be down while reconnecting)."""
+        return not self.is_closed
+
     @abc.abstractmethod
     def add_close_callback(self, callback: CloseCallback) -> None:
         """Call ``callback(exc)`` once when the transport closes (``exc`` is ``None`` if asked)."""
+
+    def add_link_callback(self, callback: LinkCallback) -> None:
+        """Call ``callback(connected, exc)`` each time the link is lost or restored."""
+        del callback
+
+    def connection_error(self, message: str) -> ConnectionLost:
+        """The error to raise when an operation gave up waiting for the link."""
+        return ConnectionLost(message)
 
     # -- tasks ---------------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ import logging
 import threading
 import urllib.parse
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from kiwipy.exceptions import (
@@ -65,6 +65,7 @@ class _MemoryDelivery(Delivery):
         self._owner = owner
         self._consumer: _Consumer | None = None
         self._settled = False
+        self._stale_callbacks: list[Callable[[], None]] = []
 
     @property
     def settled(self) -> bool:
@@ -73,6 +74,17 @@ class _MemoryDelivery(Delivery):
     @property
     def stale(self) -> bool:
         return self._owner.is_closed
+
+    def add_stale_callback(self, callback: Callable[[], None]) -> None:
+        if self.stale:
+            callback()
+        else:
+            self._stale_callbacks.append(callback)
+
+    def went_stale(self) -> None:
+        callbacks, self._stale_callbacks = self._stale_callbacks, []
+        for callback in callbacks:
+            callback()
 
     async def ack(self) -> None:
         self._broker.settle(self, requeue=False)
@@ -238,7 +250,7 @@ class MemoryBroker:
 
     # -- connections ---------------------------------------------------------------------------
 
-    def disconnect(self, owner: MemoryTransport) -> None:
+    def disconnect(self, owner: MemoryTransport) -> list[_MemoryDelivery]:
         """Drop everything ``owner`` held; its unsettled tasks go back to their queues."""
         with self._lock:
             self._rpc = {k: e for k, e in self._rpc.items() if e.owner is not owner}
@@ -254,6 +266,7 @@ class MemoryBroker:
                 )
             for queue in {delivery._queue for delivery in returned}:
                 self._dispatch(queue)
+            return list(returned)
 
     def queue_size(self, queue_name: str) -> int:
         """How many tasks wait in ``queue_name`` (not counting unsettled ones)."""
@@ -291,7 +304,8 @@ class MemoryTransport(Transport):
         if self._closed:
             return
         self._closed = True
-        self._broker.disconnect(self)
+        for delivery in self._broker.disconnect(self):
+            delivery.went_stale()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

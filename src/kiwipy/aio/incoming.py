@@ -1,0 +1,199 @@
+"""A task taken from a queue: process it, requeue it, and know when it was lost.
+
+A task belongs to the worker that received it only while the connection (and channel) it came
+on lives. When that dies before the task is acknowledged, the broker gives the task to another
+worker; this copy is then *lost*: :attr:`IncomingTask.lost` turns true and the callbacks given
+to :meth:`IncomingTask.add_lost_callback` run, so the code working on it can stop. Its ack is
+dropped (never sent on a new channel).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from kiwipy import messages
+from kiwipy.aio.core import Core
+from kiwipy.exceptions import InvalidStateError
+from kiwipy.transports.base import Delivery
+
+__all__ = ("IncomingTask", "TaskState", "current_incoming_task", "reset_current_incoming_task")
+
+_LOGGER = logging.getLogger(__name__)
+
+_CURRENT: contextvars.ContextVar[IncomingTask | None] = contextvars.ContextVar(
+    "kiwipy_incoming_task", default=None
+)
+
+
+def reset_current_incoming_task(token: contextvars.Token[IncomingTask | None]) -> None:
+    _CURRENT.reset(token)
+
+
+def current_incoming_task() -> IncomingTask | None:
+    """The task whose subscriber is running now (in that subscriber and what it calls).
+
+    Task subscribers receive only the task's body, as in kiwipy 0.9; this gives them the task
+    itself, for example to check :attr:`IncomingTask.lost` during long work.
+    """
+    return _CURRENT.get()
+
+
+class TaskState:
+    PENDING = "pending"
+    PROCESSING = "processing"
+    FINISHED = "finished"
+    REQUEUED = "requeued"
+
+
+class IncomingTask:
+    """A task taken from a queue, to process (``process()`` / ``processing()``) or requeue."""
+
+    def __init__(self, core: Core, delivery: Delivery, body: Any, no_reply: bool) -> None:
+        self._core = core
+        self._delivery = delivery
+        self._body = body
+        self._no_reply = no_reply
+        self._state = TaskState.PENDING
+        self._outcome: asyncio.Future[Any] | None = None
+        self._lost = False
+        self._lost_callbacks: list[Callable[[IncomingTask], Any]] = []
+        delivery.add_stale_callback(self._on_stale)
+
+    def __repr__(self) -> str:
+        return f"IncomingTask(state={self._state!r}, body={self._body!r})"
+
+    @property
+    def body(self) -> Any:
+        return self._body
+
+    @property
+    def no_reply(self) -> bool:
+        return self._no_reply
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @property
+    def redelivered(self) -> bool:
+        """The broker delivered this task before (to a worker that died or gave it back)."""
+        return self._delivery.message.redelivered
+
+    @property
+    def lost(self) -> bool:
+        """The connection that received this task died before it was acknowledged.
+
+        The broker has given the task back to the queue (another worker may run it now); an
+        outcome set on this copy is still replied, but its ack is dropped.
+        """
+        return self._lost
+
+    def add_lost_callback(self, callback: Callable[[IncomingTask], Any]) -> None:
+        """Call ``callback(task)`` (on the event loop) if this task is lost; at once if it is.
+
+        Keep it short and thread safe: for example set an event the worker's code watches.
+        """
+        if self._lost:
+            _call_lost_callback(callback, self)
+        else:
+            self._lost_callbacks.append(callback)
+
+    def _on_stale(self) -> None:
+        if self._state in (TaskState.FINISHED, TaskState.REQUEUED) or self._lost:
+            return
+        self._lost = True
+        _LOGGER.warning(
+            "Lost task %r: its connection died before the task was acknowledged; the broker "
+            "gives it to another worker",
+            self._body,
+        )
+        callbacks, self._lost_callbacks = self._lost_callbacks, []
+        for callback in callbacks:
+            _call_lost_callback(callback, self)
+
+    def bind_to_context(self) -> contextvars.Token[IncomingTask | None]:
+        """Make this the :func:`current_incoming_task` of the running context."""
+        return _CURRENT.set(self)
+
+    def process(self) -> asyncio.Future[Any]:
+        """Start processing: resolve the returned future to finish (and acknowledge) the task."""
+        self._start()
+        assert self._outcome is not None
+        self._outcome.add_done_callback(
+            lambda outcome: self._core.spawn(self.finish(outcome), "Finishing a task")
+        )
+        return self._outcome
+
+    @contextlib.asynccontextmanager
+    async def processing(self) -> AsyncIterator[asyncio.Future[Any]]:
+        """Yield the outcome future; an exception in the block becomes the task's outcome.
+
+        When the block ends with the outcome set, the task is finished (replied to and
+        acknowledged); with the outcome unset, it is requeued.
+        """
+        self._start()
+        outcome = self._outcome
+        assert outcome is not None
+        try:
+            yield outcome
+        except Exception as exc:
+            if not outcome.done():
+                outcome.set_exception(exc)
+            raise
+        finally:
+            if outcome.done():
+                await self.finish(outcome)
+            elif self._state == TaskState.PROCESSING:
+                await self.requeue()
+
+    async def requeue(self) -> None:
+        """Give the task back to the queue for another worker."""
+        if self._state not in (TaskState.PENDING, TaskState.PROCESSING):
+            raise InvalidStateError(f"Cannot requeue a task that is {self._state}")
+        self._state = TaskState.REQUEUED
+        await self._delivery.reject(requeue=True)
+
+    async def finish(self, outcome: asyncio.Future[Any]) -> None:
+        """Reply with the outcome (unless ``no_reply``), then acknowledge the task."""
+        if self._state in (TaskState.FINISHED, TaskState.REQUEUED):
+            return
+        self._state = TaskState.FINISHED
+        await self._core.protect(self._reply_and_ack(_outcome_reply(outcome)))
+
+    async def _reply_and_ack(self, reply: dict[str, Any]) -> None:
+        # Reply first: if we die in between, the task runs again (at least once), but its
+        # sender is never left without an answer.
+        if not self._no_reply:
+            await self._core.send_reply(self._delivery.message, reply)
+        elif messages.EXCEPTION_KEY in reply:
+            _LOGGER.warning("Task without reply failed: %s", reply[messages.EXCEPTION_KEY])
+        await self._delivery.ack()
+
+    def _start(self) -> None:
+        if self._state != TaskState.PENDING:
+            raise InvalidStateError(f"The task is {self._state}, not pending")
+        self._state = TaskState.PROCESSING
+        self._outcome = asyncio.get_running_loop().create_future()
+
+
+def _outcome_reply(outcome: asyncio.Future[Any]) -> dict[str, Any]:
+    if outcome.cancelled():
+        return messages.cancelled_reply("The task was cancelled")
+    exc = outcome.exception()
+    if exc is not None:
+        return messages.exception_reply(exc)
+    reply = messages.result_reply(outcome.result())
+    reply[messages.HOST_KEY] = messages.host_info()
+    return reply
+
+
+def _call_lost_callback(callback: Callable[[IncomingTask], Any], task: IncomingTask) -> None:
+    try:
+        callback(task)
+    except Exception:
+        _LOGGER.exception("Lost-task callback %r failed", callback)
