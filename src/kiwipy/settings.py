@@ -84,6 +84,10 @@ class Settings:
     task_max_rejections: int = 10
     #: Pause before a rejected task goes back to the queue; it doubles with each attempt.
     task_rejection_pause: float = 0.2
+    #: Seconds a task may run unacknowledged before RabbitMQ takes it back, or ``"none"``;
+    #: set per consumer on RabbitMQ 3.11.15 and later (no queue argument changes). ``None``:
+    #: the broker's own setting (30 min by default).
+    consumer_timeout: float | str | None = None
 
     def __post_init__(self) -> None:
         scheme = urllib.parse.urlsplit(self.url).scheme
@@ -93,6 +97,8 @@ class Settings:
             raise ValueError("task_prefetch_count must be >= 0 (0 means unlimited)")
         if self.max_message_bytes <= 0:
             raise ValueError("max_message_bytes must be positive")
+        if isinstance(self.consumer_timeout, str) and self.consumer_timeout != "none":
+            raise ValueError('consumer_timeout must be seconds, "none" or None')
         if (self.encoder is None) != (self.decoder is None):
             raise ValueError("encoder and decoder must be given together")
 

@@ -264,7 +264,7 @@ class AsyncCommunicator:
 
     async def _on_rpc(self, subscriber: RpcSubscriber, message: Message) -> None:
         async def announce_pending() -> None:
-            await self._core.send_reply(message, messages.pending_reply())
+            await self._core.announce_pending(message)
 
         try:
             request = self._core.codec.decode(message.body, message.content_type)

@@ -10,7 +10,7 @@ from typing import Any
 from kiwipy import messages
 from kiwipy.aio.futures import Invoker
 from kiwipy.codecs import MessageCodec
-from kiwipy.exceptions import CommunicatorClosed, DeadlineExceeded, MessageError
+from kiwipy.exceptions import CommunicatorClosed, ConnectionLost, DeadlineExceeded, MessageError
 from kiwipy.settings import Settings
 from kiwipy.transports.base import Message, Transport
 
@@ -43,11 +43,18 @@ class Core:
         self._subscriber_target = subscriber_target
         self._tasks: set[asyncio.Task[Any]] = set()
         self._settling: set[asyncio.Task[None]] = set()
+        self._warned: set[str] = set()
         self.closed = False
 
     @property
     def target(self) -> Any:
         return self._subscriber_target()
+
+    def warn_once(self, topic: str, message: str) -> None:
+        """Log ``message`` as a warning the first time ``topic`` comes up."""
+        if topic not in self._warned:
+            self._warned.add(topic)
+            _LOGGER.warning(message)
 
     def ensure_open(self) -> None:
         if self.closed:
@@ -107,6 +114,17 @@ class Core:
             request.reply_to,
             Message(body, content_type, correlation_id=request.correlation_id),
         )
+
+    async def announce_pending(self, request: Message) -> None:
+        """Tell the requester the answer comes later (the pending protocol).
+
+        A lost link is not the request's outcome: the subscriber's work goes on, and its result
+        is still replied (or the task, if lost, runs again elsewhere).
+        """
+        try:
+            await self.send_reply(request, messages.pending_reply())
+        except (ConnectionLost, CommunicatorClosed) as exc:
+            _LOGGER.debug("Could not announce a pending answer: %s", exc)
 
     async def bounded(self, awaitable: Awaitable[Any], timeout: float | None, what: str) -> Any:
         """Await ``awaitable`` for at most ``timeout`` s (default ``operation_timeout``).

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -59,8 +60,8 @@ class IncomingTask:
         self._body = body
         self._no_reply = no_reply
         self._state = TaskState.PENDING
-        self._outcome: asyncio.Future[Any] | None = None
         self._lost = False
+        self._acknowledged = False
         self._lost_callbacks: list[Callable[[IncomingTask], Any]] = []
         delivery.add_stale_callback(self._on_stale)
 
@@ -104,7 +105,7 @@ class IncomingTask:
             self._lost_callbacks.append(callback)
 
     def _on_stale(self) -> None:
-        if self._state in (TaskState.FINISHED, TaskState.REQUEUED) or self._lost:
+        if self._acknowledged or self._state == TaskState.REQUEUED or self._lost:
             return
         self._lost = True
         _LOGGER.warning(
@@ -121,13 +122,28 @@ class IncomingTask:
         return _CURRENT.set(self)
 
     def process(self) -> asyncio.Future[Any]:
-        """Start processing: resolve the returned future to finish (and acknowledge) the task."""
-        self._start()
-        assert self._outcome is not None
-        self._outcome.add_done_callback(
-            lambda outcome: self._core.spawn(self.finish(outcome), "Finishing a task")
+        """Start processing: resolve the returned future to finish (and acknowledge) the task.
+
+        If the future is dropped unresolved (garbage collected), the task is requeued, as in
+        kiwipy 0.9; resolve it, or call :meth:`requeue`, rather than rely on that.
+        """
+        outcome = self._start()
+        outcome.add_done_callback(
+            lambda done: self._core.spawn(self.finish(done), "Finishing a task")
         )
-        return self._outcome
+        loop = outcome.get_loop()
+        weakref.finalize(outcome, self._abandoned, loop).atexit = False
+        return outcome
+
+    def _abandoned(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Called by the garbage collector, in whichever thread dropped the last reference.
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the broker requeues it
+            loop.call_soon_threadsafe(self._requeue_abandoned)
+
+    def _requeue_abandoned(self) -> None:
+        if self._state == TaskState.PROCESSING and not self._lost and not self._core.closed:
+            _LOGGER.warning("Requeuing task %r: its outcome was dropped unresolved", self._body)
+            self._core.spawn(self.requeue(), "Requeuing an abandoned task")
 
     @contextlib.asynccontextmanager
     async def processing(self) -> AsyncIterator[asyncio.Future[Any]]:
@@ -136,9 +152,7 @@ class IncomingTask:
         When the block ends with the outcome set, the task is finished (replied to and
         acknowledged); with the outcome unset, it is requeued.
         """
-        self._start()
-        outcome = self._outcome
-        assert outcome is not None
+        outcome = self._start()
         try:
             yield outcome
         except Exception as exc:
@@ -173,12 +187,32 @@ class IncomingTask:
         elif messages.EXCEPTION_KEY in reply:
             _LOGGER.warning("Task without reply failed: %s", reply[messages.EXCEPTION_KEY])
         await self._delivery.ack()
+        self._acknowledged = not self._delivery.stale
 
-    def _start(self) -> None:
+    def _start(self) -> asyncio.Future[Any]:
+        """Mark the task processing; return its outcome future (held only by the caller)."""
         if self._state != TaskState.PENDING:
             raise InvalidStateError(f"The task is {self._state}, not pending")
         self._state = TaskState.PROCESSING
-        self._outcome = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        outcome: asyncio.Future[Any] = loop.create_future()
+        limit = self._core.transport.consumer_timeout
+        if limit is not None:
+            timer = loop.call_later(limit, self._outlived, limit)
+            outcome.add_done_callback(lambda _: timer.cancel())
+        return outcome
+
+    def _outlived(self, limit: float) -> None:
+        if self._state == TaskState.PROCESSING and not self._lost:
+            self._core.warn_once(
+                "consumer_timeout",
+                f"A task has run for {limit:g} s without being acknowledged, as long as the "
+                "broker's consumer_timeout allows: RabbitMQ will now close the channel and give "
+                "the task to another worker (this worker will be told it lost the task). For "
+                "longer tasks raise the limit: consumer_timeout = <milliseconds> in "
+                "rabbitmq.conf, or, on RabbitMQ 3.11.15 and later, kiwipy's consumer_timeout "
+                'option (seconds, or "none").',
+            )
 
 
 def _outcome_reply(outcome: asyncio.Future[Any]) -> dict[str, Any]:

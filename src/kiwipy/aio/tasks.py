@@ -175,7 +175,7 @@ class AsyncTaskQueue:
 
         async def announce_pending() -> None:
             if not task.no_reply:
-                await self._core.send_reply(task._delivery.message, messages.pending_reply())
+                await self._core.announce_pending(task._delivery.message)
 
         for subscriber in list(self._subscribers.values()):
             try:

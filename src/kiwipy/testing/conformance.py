@@ -13,12 +13,15 @@ import asyncio
 import concurrent.futures
 import logging
 import re
+import threading
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
+from kiwipy.aio.incoming import current_incoming_task
+from kiwipy.aio.rejections import ORIGIN_HEADER, REASON_HEADER
 from kiwipy.exceptions import (
     CommunicatorClosed,
     DeadlineExceeded,
@@ -51,6 +54,16 @@ async def eventually(condition: Callable[[], bool], timeout: float = WAIT) -> No
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.01)
+
+
+async def _next_raw_task(comm: Any, queue: str) -> Any:
+    """The next delivery in ``queue``, read through the transport (not decoded)."""
+    await comm.transport.declare_task_queue(queue)
+    deadline = asyncio.get_running_loop().time() + WAIT
+    while (delivery := await comm.transport.get_task(queue)) is None:
+        assert asyncio.get_running_loop().time() < deadline, f"nothing arrived in {queue}"
+        await asyncio.sleep(0.02)
+    return delivery
 
 
 def held(comm: Any) -> Any:
@@ -258,6 +271,63 @@ class CommunicatorConformance:
         missing = f"{client.settings.task_queue}.missing-{uuid.uuid4().hex}"
         with pytest.raises(UnroutableError):
             await client.transport.publish_task(missing, Message(b"[1, false]", persistent=True))
+
+    async def test_undecodable_task_is_dead_lettered_with_its_reason(
+        self, connect: Connect
+    ) -> None:
+        dead_letters = f"{uuid.uuid4().hex}.dead"
+        worker = await connect(dead_letter_queue=dead_letters)
+        client = await connect()
+        await worker.add_task_subscriber(lambda comm, task: task)
+        queue = worker.settings.task_queue
+        await client.transport.declare_task_queue(queue)
+        poison = Message(b"{truncated", "application/json", persistent=True)
+        await client.transport.publish_task(queue, poison)
+        dead = await _next_raw_task(client, dead_letters)
+        assert dead.message.body == b"{truncated"
+        assert dead.message.headers[REASON_HEADER].startswith("undecodable")
+        assert dead.message.headers[ORIGIN_HEADER] == queue
+
+    async def test_task_every_subscriber_rejects_is_retried_then_dead_lettered(
+        self, connect: Connect
+    ) -> None:
+        dead_letters = f"{uuid.uuid4().hex}.dead"
+        options = {"task_max_rejections": 3, "task_rejection_pause": 0.01}
+        worker = await connect(dead_letter_queue=dead_letters, **options)
+        client = await connect()
+        attempts: list[Any] = []
+
+        def reject(comm: Any, task: Any) -> None:
+            attempts.append(task)
+            raise TaskRejected()
+
+        await worker.add_task_subscriber(reject)
+        with pytest.raises(RemoteException) as excinfo:
+            await settle(await client.task_send("nobody wants me"))
+        assert excinfo.value.remote_type == "TaskRejected"
+        assert attempts == ["nobody wants me"] * 3
+        dead = await _next_raw_task(client, dead_letters)
+        assert dead.message.headers[REASON_HEADER] == "rejected 3 times"
+
+    async def test_a_task_whose_connection_dies_is_known_as_lost(self, connect: Connect) -> None:
+        worker, client = await connect(), await connect()
+        seen: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        lost = threading.Event()
+
+        def hold(comm: Any, task: Any) -> Any:
+            incoming = current_incoming_task()
+            assert incoming is not None and incoming.body == task
+            incoming.add_lost_callback(lambda _task: lost.set())
+            seen.set_result(incoming)
+            return concurrent.futures.Future()  # never finishes
+
+        await worker.add_task_subscriber(hold)
+        await client.task_send("long job")
+        incoming = await settle(seen)
+        assert not incoming.lost
+        await worker.close()
+        await eventually(lost.is_set)
+        assert incoming.lost
 
     # -- pulling tasks -------------------------------------------------------------------------
 

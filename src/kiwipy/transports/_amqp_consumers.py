@@ -188,10 +188,12 @@ class TaskConsumer(_HealingConsumer):
         prefetch_count: int,
         handler: DeliveryHandler,
         declare_queue: Callable[[], Awaitable[None]],
+        arguments: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(context, f"task consumer of {queue!r}")
         self._queue = queue
         self._prefetch_count = prefetch_count
+        self._arguments = arguments
         self._handler = handler
         self._declare_queue = declare_queue
         self._outstanding: dict[Any, int] = {}
@@ -204,7 +206,10 @@ class TaskConsumer(_HealingConsumer):
             with amqp_errors(f"consume task queue {self._queue!r}"):
                 await channel.basic_qos(prefetch_count=self._prefetch_count)
                 consume_ok = await channel.basic_consume(
-                    self._queue, lambda raw: self._on_message(channel, raw), no_ack=False
+                    self._queue,
+                    lambda raw: self._on_message(channel, raw),
+                    no_ack=False,
+                    arguments=self._arguments,
                 )
         except BaseException:
             await _close(channel)

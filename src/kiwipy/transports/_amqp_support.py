@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import random
 import urllib.parse
@@ -29,14 +30,18 @@ from kiwipy.exceptions import (
 from kiwipy.transports.base import Message
 
 __all__ = (
+    "MAX_CONSUMER_TIMEOUT_MS",
     "AmqpConnectionLost",
     "ChannelSlot",
     "Lifeline",
     "OwnedTasks",
     "amqp_errors",
     "backoff_delays",
+    "default_consumer_timeout",
     "is_fatal",
+    "parse_version",
     "plain",
+    "supports_consumer_timeout",
     "to_message",
     "to_properties",
     "translate",
@@ -129,6 +134,36 @@ def is_fatal(exc: BaseException) -> bool:
     return isinstance(
         exc, aiormq.exceptions.ProbableAuthenticationError | aiormq.ConnectionNotAllowed
     )
+
+
+#: The largest consumer timeout RabbitMQ accepts (a 32-bit count of milliseconds, ~24.8 days);
+#: used for ``consumer_timeout="none"``.
+MAX_CONSUMER_TIMEOUT_MS = 2**31 - 1
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    """``"3.12.1"`` -> ``(3, 12, 1)``; what does not parse is dropped (``"4.0.0-rc.1"``)."""
+    parts: list[int] = []
+    for piece in text.split("."):
+        digits = "".join(itertools.takewhile(str.isdigit, piece))
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def supports_consumer_timeout(version: tuple[int, ...]) -> bool:
+    """Whether ``x-consumer-timeout`` works as a consumer argument (RabbitMQ 3.11.15+)."""
+    return version >= (3, 11, 15)
+
+
+def default_consumer_timeout(version: tuple[int, ...]) -> float | None:
+    """The default ``consumer_timeout`` of a RabbitMQ version, in seconds."""
+    if version >= (3, 8, 17):
+        return 1800.0
+    if version >= (3, 8, 15):
+        return 900.0
+    return None
 
 
 def url_with_heartbeat(url: str, heartbeat: int) -> str:

@@ -47,14 +47,18 @@ from kiwipy.transports._amqp_consumers import (
     TaskConsumer,
 )
 from kiwipy.transports._amqp_support import (
+    MAX_CONSUMER_TIMEOUT_MS,
     AmqpConnectionLost,
     ChannelSlot,
     Lifeline,
     OwnedTasks,
     amqp_errors,
     backoff_delays,
+    default_consumer_timeout,
     is_fatal,
+    parse_version,
     plain,
+    supports_consumer_timeout,
     to_properties,
     url_with_heartbeat,
 )
@@ -112,6 +116,7 @@ class AmqpTransport(Transport):
         self._link_callbacks: list[LinkCallback] = []
         self._reconnecting = False
         self._fatal: BaseException | None = None
+        self._warned_consumer_timeout = False
         self._context = ConsumerContext(
             spawn=self._tasks.spawn,
             guard=self._guard,
@@ -423,9 +428,46 @@ class AmqpTransport(Transport):
             self._task_queues.discard(queue)  # it may have been deleted: declare it for real
             await self.declare_task_queue(queue)
 
-        consumer = TaskConsumer(self._context, queue, prefetch_count, handler, declare)
+        arguments = self._consumer_arguments()
+        consumer = TaskConsumer(self._context, queue, prefetch_count, handler, declare, arguments)
         await consumer.start()
         return consumer
+
+    # -- consumer timeout ------------------------------------------------------------------------
+
+    @property
+    def broker_version(self) -> tuple[int, ...]:
+        """The broker's version, e.g. ``(3, 12, 1)``; ``()`` when unknown."""
+        return parse_version(str(self.server_properties.get("version", "")))
+
+    @property
+    def consumer_timeout(self) -> float | None:
+        """Seconds a delivery may stay unacknowledged before the broker takes it back, as far
+        as the client can know: the per-consumer value kiwipy sets where the broker supports
+        it, else the version's default (the broker's config may differ); ``None``: no limit."""
+        wanted = self._settings.consumer_timeout
+        if wanted is not None and supports_consumer_timeout(self.broker_version):
+            return None if wanted == "none" else float(wanted)
+        return default_consumer_timeout(self.broker_version)
+
+    def _consumer_arguments(self) -> dict[str, Any] | None:
+        wanted = self._settings.consumer_timeout
+        if wanted is None:
+            return None
+        version = self.broker_version
+        if not supports_consumer_timeout(version):
+            if not self._warned_consumer_timeout:
+                self._warned_consumer_timeout = True
+                _LOGGER.warning(
+                    "RabbitMQ %s cannot set a consumer timeout per consumer (3.12 and later "
+                    "can); consumer_timeout=%r is ignored. Set it on the broker instead: "
+                    "consumer_timeout = <milliseconds> in rabbitmq.conf",
+                    ".".join(map(str, version)) or "(unknown version)",
+                    wanted,
+                )
+            return None
+        milliseconds = MAX_CONSUMER_TIMEOUT_MS if wanted == "none" else int(float(wanted) * 1000)
+        return {"x-consumer-timeout": min(milliseconds, MAX_CONSUMER_TIMEOUT_MS)}
 
     async def get_task(self, queue: str) -> Delivery | None:
         with amqp_errors(f"get a task from queue {queue!r}"):

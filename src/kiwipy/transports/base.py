@@ -133,6 +133,12 @@ class Transport(abc.ABC):
         return {}
 
     @property
+    def consumer_timeout(self) -> float | None:
+        """Seconds a task may stay unacknowledged before the broker takes it back (``None``:
+        no limit)."""
+        return None
+
+    @property
     def is_connected(self) -> bool:
         """Whether the link to the broker is up now (it may be down while reconnecting)."""
         return not self.is_closed
