@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import gc
 import importlib
 import inspect
 import logging
@@ -775,3 +776,49 @@ async def test_rmq_communicator_task_queue_pull_api(
 async def test_rmq_communicator_refuses_a_connection_object() -> None:
     with pytest.raises(TypeError, match="URL"):
         kiwipy.rmq.RmqCommunicator(object())  # type: ignore[arg-type]
+
+
+async def test_rmq_task_queue_refuses_a_connection_object() -> None:
+    # kiwipy 0.9 built its queues as RmqTaskQueue(aio_pika_connection, queue_name=..., ...)
+    for cls in (kiwipy.rmq.RmqTaskQueue, kiwipy.rmq.RmqTaskPublisher):
+        with pytest.raises(TypeError, match="task_queue"):
+            cls(object(), queue_name="q", exchange_name="x", testing_mode=True)  # type: ignore[arg-type]
+
+
+# -- an outcome future dropped unresolved gives the task back (kiwipy 0.9's weakref requeue) ---
+
+
+def test_dropped_process_future_requeues_the_task(
+    connect: Callable[..., Any], unique_name: str
+) -> None:
+    queue = connect().task_queue(f"{unique_name}.forget")
+    sent = queue.task_send("forgotten")
+    with queue.next_task(timeout=WAIT) as task:
+        outcome = task.process()
+    del outcome, task
+    gc.collect()
+    with queue.next_task(timeout=WAIT) as task:  # back in the queue
+        assert task.body == "forgotten"
+        outcome = task.process()
+        outcome.set_result("done at last")
+    assert sent.result(WAIT) == "done at last"
+    del outcome, task  # a resolved outcome dropped later does not requeue its task
+    gc.collect()
+    with pytest.raises(kiwipy.QueueEmpty), queue.next_task(timeout=0.5):
+        pass
+
+
+async def test_dropped_asyncio_process_future_requeues_the_task(
+    broker_url: str, names: dict[str, Any], unique_name: str
+) -> None:
+    async with kiwipy.rmq.RmqCommunicator(broker_url, **names) as comm:
+        queue = await comm.task_queue(f"{unique_name}.forget")
+        sent = await queue.task_send("forgotten")
+        async with queue.next_task(timeout=WAIT) as task:
+            outcome = task.process()
+        del outcome
+        gc.collect()
+        async with queue.next_task(timeout=WAIT) as task:
+            assert task.body == "forgotten"
+            task.process().set_result("done at last")
+        assert await asyncio.wait_for(sent, WAIT) == "done at last"

@@ -9,7 +9,9 @@ object; one queue object now does both, and :class:`RmqTaskPublisher` and
 Differences from kiwipy 0.9: ``next_task(no_ack=True)`` is refused (in 0.9 it made
 ``process()`` fail on ack); a task every subscriber rejects is requeued after a short pause,
 not in a hot loop; a cancelled outcome finishes the task with a ``cancelled`` reply instead of
-leaking the delivery; ``connect()`` is a no-op because queues are declared on first use.
+leaking the delivery; ``connect()`` is a no-op because queues are declared on first use;
+the queue classes are not built from an aio-pika connection (``TypeError``: get them from
+the communicator).
 """
 
 from __future__ import annotations
@@ -39,7 +41,14 @@ class RmqTaskQueue:
     communicator (:attr:`asyncio_queue`).
     """
 
-    def __init__(self, queue: AsyncTaskQueue) -> None:
+    def __init__(self, queue: AsyncTaskQueue, *args: Any, **kwargs: Any) -> None:
+        if args or kwargs or not isinstance(queue, AsyncTaskQueue):
+            # kiwipy 0.9: RmqTaskQueue(connection, exchange_name=..., queue_name=..., ...)
+            raise TypeError(
+                f"{type(self).__name__} takes no aio-pika connection (kiwipy opens and owns its "
+                "connection): get a queue from RmqCommunicator.task_queue(queue_name) or "
+                "get_default_task_queue()"
+            )
         self._queue = queue
 
     def __repr__(self) -> str:
