@@ -71,7 +71,9 @@ class Settings:
     encoder: Callable[[Any], bytes] | None = dataclasses.field(default=None, repr=False)
     decoder: Callable[[bytes], Any] | None = dataclasses.field(default=None, repr=False)
     max_message_bytes: int = 16 * 1024 * 1024
-    rpc_timeout: float | None = None
+    #: Default deadline of an RPC's answer, in seconds, over the whole chain of ``pending``
+    #: replies: a recipient that dies after answering "pending" cannot be noticed otherwise.
+    rpc_timeout: float | None = 60.0
     task_timeout: float | None = None
     #: Default bound, in seconds, on one operation: a send's confirm, a blocking call.
     operation_timeout: float = 30.0

@@ -12,7 +12,7 @@ from typing import Any
 from kiwipy import messages
 from kiwipy.aio.broadcasts import Broadcasts, BroadcastSubscriber
 from kiwipy.aio.core import Core
-from kiwipy.aio.futures import Invoker, call_subscriber, follow_pending, weak_callback
+from kiwipy.aio.futures import Invoker, call_subscriber, follow_pending, is_future, weak_callback
 from kiwipy.aio.tasks import AsyncTaskQueue
 from kiwipy.exceptions import (
     CommunicatorClosed,
@@ -263,9 +263,6 @@ class AsyncCommunicator:
         return future
 
     async def _on_rpc(self, subscriber: RpcSubscriber, message: Message) -> None:
-        async def announce_pending() -> None:
-            await self._core.announce_pending(message)
-
         try:
             request = self._core.codec.decode(message.body, message.content_type)
         except MessageError as exc:
@@ -274,11 +271,24 @@ class AsyncCommunicator:
             return
         try:
             result = await self._core.invoke(subscriber, self._core.target, request)
-            result = await follow_pending(result, announce_pending)
-        except concurrent.futures.CancelledError:
-            reply = messages.cancelled_reply("The RPC was cancelled")
         except Exception as exc:
-            reply = messages.exception_reply(exc)
+            await self._core.send_reply(message, _rpc_reply(exc=exc))
+            return
+        if is_future(result):
+            # The answer comes later: wait for it in a task of our own, so that this handler
+            # (which a graceful close waits for) ends once the subscriber has been called.
+            self._core.spawn(self._answer_later(message, result), "Answering an RPC")
+        else:
+            await self._core.send_reply(message, messages.result_reply(result))
+
+    async def _answer_later(self, message: Message, future: Any) -> None:
+        async def announce_pending() -> None:
+            await self._core.announce_pending(message)
+
+        try:
+            result = await follow_pending(future, announce_pending)
+        except Exception as exc:
+            reply = _rpc_reply(exc=exc)
         else:
             reply = messages.result_reply(result)
         await self._core.send_reply(message, reply)
@@ -306,3 +316,9 @@ class AsyncCommunicator:
         """Send a broadcast to every subscriber (none is fine); ``True`` once the broker has it."""
         envelope = messages.BroadcastEnvelope(body, sender, subject, correlation_id)
         return await self._broadcasts.send(envelope, timeout)
+
+
+def _rpc_reply(*, exc: Exception) -> dict[str, Any]:
+    if isinstance(exc, concurrent.futures.CancelledError):
+        return messages.cancelled_reply("The RPC was cancelled")
+    return messages.exception_reply(exc)

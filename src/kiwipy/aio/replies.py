@@ -66,6 +66,7 @@ class ReplyFutures:
             self.discard(correlation_id)
             if not future.done():
                 future.set_exception(error)
+                future.exception()  # nobody may wait for it: do not log it as never retrieved
 
     @property
     def outstanding(self) -> int:

@@ -587,6 +587,17 @@ class CommunicatorConformance:
         with pytest.raises(CommunicatorClosed):
             await comm.broadcast_send(1)
 
+    async def test_request_sent_just_before_close_is_still_handled(self, connect: Connect) -> None:
+        for attempt in range(5):
+            comm = await connect()
+            got: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            await comm.add_rpc_subscriber(
+                lambda c, msg, got=got: got.set_result(msg), f"last-{attempt}"
+            )
+            await comm.rpc_send(f"last-{attempt}", attempt)
+            await comm.close()
+            assert await settle(got, timeout=5) == attempt
+
     async def test_close_fails_futures_that_wait_for_replies(self, connect: Connect) -> None:
         server, client = await connect(), await connect()
         await server.add_rpc_subscriber(lambda comm, msg: concurrent.futures.Future(), "hang")

@@ -33,7 +33,7 @@ __all__ = ("AmqpDelivery", "ConsumerContext", "MessageConsumer", "TaskConsumer")
 
 _LOGGER = logging.getLogger("kiwipy.transports.amqp")
 
-Spawn = Callable[[Coroutine[Any, Any, None], str], None]
+Spawn = Callable[[Coroutine[Any, Any, None], str], "asyncio.Future[Any] | None"]
 #: Awaits a frame-writing call, or gives up with ``ConnectionLost`` once the connection is gone.
 Guard = Callable[[Awaitable[Any]], Awaitable[Any]]
 
@@ -280,6 +280,8 @@ class MessageConsumer(_HealingConsumer):
         self._declare = declare
         self._listener = listener
         self._teardown = teardown
+        #: Handlers still running: a graceful close lets them finish.
+        self.running: set[asyncio.Future[Any]] = set()
 
     async def _consume(self) -> None:
         await self._declare()
@@ -293,7 +295,10 @@ class MessageConsumer(_HealingConsumer):
         if self.cancelled:
             _LOGGER.debug("Dropped a message that arrived after %s was cancelled", self._what)
             return
-        self._context.spawn(self._handler(to_message(raw)), self._what)
+        task = self._context.spawn(self._handler(to_message(raw)), self._what)
+        if task is not None:
+            self.running.add(task)
+            task.add_done_callback(self.running.discard)
 
     async def stop_consuming(self) -> None:
         """``basic.cancel`` this consumer (if its channel still lives)."""

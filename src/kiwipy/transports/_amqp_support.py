@@ -253,13 +253,14 @@ class OwnedTasks:
         self._tasks: dict[asyncio.Future[Any], str] = {}
         self._closed = False
 
-    def spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, None], what: str) -> asyncio.Future[Any] | None:
         if self._closed:
             coro.close()
-            return
+            return None
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks[task] = what
         task.add_done_callback(self._done)
+        return task
 
     def adopt(self, task: asyncio.Future[Any]) -> None:
         """Keep ``task`` (abandoned by its awaiter) referenced until done; its error is dropped."""

@@ -84,6 +84,8 @@ MAX_IDENTIFIER_BYTES = 200
 PERSISTENT = 2
 TRANSIENT = 1
 _CLOSE_TIMEOUT = 1.0
+#: How long a graceful close lets RPC and broadcast handlers already running finish.
+_DRAIN_TIMEOUT = 5.0
 
 Bindings = list[tuple[str, str]]
 
@@ -117,11 +119,13 @@ class AmqpTransport(Transport):
         self._reconnecting = False
         self._fatal: BaseException | None = None
         self._warned_consumer_timeout = False
+        self._draining = False
+        self._message_consumers: set[MessageConsumer] = set()
         self._context = ConsumerContext(
             spawn=self._tasks.spawn,
             guard=self._guard,
             open_channel=lambda: self._open_channel(publisher_confirms=False),
-            closing=lambda: self._closed,
+            closing=lambda: self._closed or self._draining,
             # The broker frees a dead connection's exclusive queues once it notices the death,
             # at the latest two heartbeats later.
             restore_window_s=3.0 * settings.heartbeat + settings.connection_timeout,
@@ -181,6 +185,7 @@ class AmqpTransport(Transport):
     async def close(self) -> None:
         if self._closed:
             return
+        await self._drain()
         self._closed = True
         self._link_up.set()  # wake whatever waits for the link: it sees the transport closed
         self._lifeline.cut()
@@ -192,6 +197,24 @@ class AmqpTransport(Transport):
         self._publisher.observe_confirmations()
         await self._tasks.close()
         self._fire_close_callbacks(None)
+
+    async def _drain(self) -> None:
+        """Let requests and broadcasts already delivered to us be handled before closing.
+
+        ``basic.cancel`` comes back after every delivery the broker sent before it, so once the
+        consumers are cancelled nothing more arrives; handlers then get a moment to finish.
+        Unsettled tasks need no such care: the broker gives them to another worker.
+        """
+        self._draining = True
+        consumers = [c for c in self._message_consumers if not c.cancelled]
+        if not consumers or not self.is_connected:
+            return
+        with contextlib.suppress(Exception):
+            stops = asyncio.gather(*(c.stop_consuming() for c in consumers))
+            await asyncio.wait_for(stops, _CLOSE_TIMEOUT)
+        running = set().union(*(c.running for c in consumers)) - {asyncio.current_task()}
+        if running:
+            await asyncio.wait(running, timeout=_DRAIN_TIMEOUT)
 
     @property
     def is_closed(self) -> bool:
@@ -380,6 +403,8 @@ class AmqpTransport(Transport):
         """Start a self-restoring no-ack consumer; delete its queue if that fails."""
         try:
             await consumer.start()
+            live = {c for c in self._message_consumers if not c.cancelled}
+            self._message_consumers = live | {consumer}
         except DuplicateSubscriberIdentifier:
             raise
         except BaseException:

@@ -44,6 +44,8 @@ __all__ = ("MemoryBroker", "MemoryTransport", "get_broker")
 _LOGGER = logging.getLogger(__name__)
 _BROKERS: dict[str, MemoryBroker] = {}
 _BROKERS_LOCK = threading.Lock()
+#: How long a graceful close lets RPC and broadcast handlers already running finish.
+_DRAIN_TIMEOUT = 5.0
 
 
 def get_broker(name: str = "") -> MemoryBroker:
@@ -222,7 +224,7 @@ class MemoryBroker:
             endpoint = self._rpc.get(identifier)
         if endpoint is None:
             raise UnroutableError(f"No RPC subscriber with identifier '{identifier}'")
-        endpoint.owner._spawn(endpoint.handler(message))
+        endpoint.owner._spawn(endpoint.handler(message), message=True)
 
     def subscribe_broadcasts(self, endpoint: _Endpoint) -> None:
         with self._lock:
@@ -236,7 +238,7 @@ class MemoryBroker:
         with self._lock:
             endpoints = list(self._broadcasts.values())
         for endpoint in endpoints:
-            endpoint.owner._spawn(endpoint.handler(message))
+            endpoint.owner._spawn(endpoint.handler(message), message=True)
 
     def open_reply_queue(self, address: str, endpoint: _Endpoint) -> None:
         with self._lock:
@@ -246,16 +248,21 @@ class MemoryBroker:
         with self._lock:
             endpoint = self._replies.get(address)
         if endpoint is not None:
-            endpoint.owner._spawn(endpoint.handler(message))
+            endpoint.owner._spawn(endpoint.handler(message), message=True)
 
     # -- connections ---------------------------------------------------------------------------
 
-    def disconnect(self, owner: MemoryTransport) -> list[_MemoryDelivery]:
-        """Drop everything ``owner`` held; its unsettled tasks go back to their queues."""
+    def disconnect_endpoints(self, owner: MemoryTransport) -> None:
+        """Stop routing RPC requests, broadcasts and replies to ``owner``."""
         with self._lock:
             self._rpc = {k: e for k, e in self._rpc.items() if e.owner is not owner}
             self._replies = {k: e for k, e in self._replies.items() if e.owner is not owner}
             self._broadcasts = {k: e for k, e in self._broadcasts.items() if e.owner is not owner}
+
+    def disconnect(self, owner: MemoryTransport) -> list[_MemoryDelivery]:
+        """Drop everything ``owner`` held; its unsettled tasks go back to their queues."""
+        self.disconnect_endpoints(owner)
+        with self._lock:
             for queue in self._queues.values():
                 queue.consumers = [c for c in queue.consumers if c.owner is not owner]
             returned = self._unsettled.pop(owner, set())
@@ -295,6 +302,7 @@ class MemoryTransport(Transport):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._message_tasks: set[asyncio.Task[None]] = set()
         self._close_callbacks: list[CloseCallback] = []
 
     async def connect(self) -> None:
@@ -303,6 +311,7 @@ class MemoryTransport(Transport):
     async def close(self) -> None:
         if self._closed:
             return
+        await self._drain()
         self._closed = True
         for delivery in self._broker.disconnect(self):
             delivery.went_stale()
@@ -312,6 +321,14 @@ class MemoryTransport(Transport):
         await asyncio.gather(*tasks, return_exceptions=True)
         for callback in self._close_callbacks:
             callback(None)
+
+    async def _drain(self) -> None:
+        """Let requests and broadcasts already delivered to us be handled before closing."""
+        self._broker.disconnect_endpoints(self)
+        await asyncio.sleep(0)  # handlers scheduled from other threads start now
+        running = self._message_tasks - {asyncio.current_task()}
+        if running:
+            await asyncio.wait(running, timeout=_DRAIN_TIMEOUT)
 
     @property
     def is_closed(self) -> bool:
@@ -324,24 +341,31 @@ class MemoryTransport(Transport):
     def add_close_callback(self, callback: CloseCallback) -> None:
         self._close_callbacks.append(callback)
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Run ``coro`` on this transport's loop; safe to call from any thread."""
+    def _spawn(self, coro: Coroutine[Any, Any, None], *, message: bool = False) -> None:
+        """Run ``coro`` on this transport's loop; safe to call from any thread.
+
+        ``message`` marks a handler of an RPC request, broadcast or reply, which a graceful
+        close lets finish.
+        """
         loop = self._loop
         if self._closed or loop is None or loop.is_closed():
             coro.close()
             return
         try:
-            loop.call_soon_threadsafe(self._start, coro)
+            loop.call_soon_threadsafe(self._start, coro, message)
         except RuntimeError:  # the loop closed in between
             coro.close()
 
-    def _start(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _start(self, coro: Coroutine[Any, Any, None], message: bool) -> None:
         if self._closed:
             coro.close()
             return
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        if message:
+            self._message_tasks.add(task)
+            task.add_done_callback(self._message_tasks.discard)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
