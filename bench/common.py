@@ -15,7 +15,7 @@ import resource
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -82,13 +82,27 @@ def latency_summary(seconds: Sequence[float]) -> Result:
     }
 
 
-def throughput(n: int, start: float, sent: float, end: float) -> Result:
-    """Rates of a timed run: ``start`` .. all sends confirmed (``sent``) .. all done (``end``)."""
-    return {
-        "rate_per_s": round(n / (end - start), 1),
-        "send_rate_per_s": round(n / (sent - start), 1),
-        "total_s": round(end - start, 4),
-    }
+class Timer:
+    """The timed part of a run: from creation, through "every send confirmed", to the end.
+
+    Also counts this process's CPU over the same span.
+    """
+
+    def __init__(self) -> None:
+        self.start = monotonic()
+        self.sent = self.start
+        self._cpu = cpu_s()
+
+    def all_sent(self) -> None:
+        self.sent = monotonic()
+
+    def throughput(self, n: int, end: float) -> Result:
+        return {
+            "rate_per_s": round(n / (end - self.start), 1),
+            "send_rate_per_s": round(n / (self.sent - self.start), 1),
+            "total_s": round(end - self.start, 4),
+            "driver_cpu_busy_s": round(cpu_s() - self._cpu, 3),
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,7 +170,7 @@ Driver = Callable[[argparse.Namespace], Result]
 Worker = Callable[[argparse.Namespace], None]
 
 
-def main(drivers: dict[str, Driver], workers: dict[str, Worker]) -> None:
+def main(drivers: Mapping[str, Driver], workers: Mapping[str, Worker]) -> None:
     """Run a driver (prints one ``RESULT {json}`` line) or a worker (READY / DONE / BYE)."""
     args = parse_args()
     if args.role == "worker":

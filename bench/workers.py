@@ -1,9 +1,9 @@
 """Worker processes and the line protocol between a driver and its workers.
 
 A worker connects, subscribes, prints ``READY``; when it has received the ``--count``
-messages it expects it prints ``DONE {"t_done": ...}``; when its stdin closes it disconnects,
-prints ``BYE {"count", "rss_mb", "cpu_s"}`` and exits. Standard library only (it runs under the
-kiwipy 0.9 interpreter too).
+messages it expects it prints ``DONE {"t_done", "count", "cpu_s"}``; when its stdin closes it
+disconnects, prints ``BYE {"count", "rss_mb", "cpu_s"}`` and exits. Standard library only
+(it runs under the kiwipy 0.9 interpreter too).
 """
 
 from __future__ import annotations
@@ -26,18 +26,28 @@ STOP_TIMEOUT_S = 30.0
 
 
 class Counter:
-    """Counts received messages; prints ``DONE`` when the last expected one arrives."""
+    """Counts received messages; prints ``READY`` and, at the last expected one, ``DONE``.
+
+    ``DONE`` carries the time and the CPU seconds this process used since ``READY``.
+    """
 
     def __init__(self, expect: int) -> None:
         self.expect = expect
         self.count = 0
         self._lock = threading.Lock()
+        self._cpu_at_ready = 0.0
+
+    def ready(self) -> None:
+        """Tell the driver we are subscribed."""
+        self._cpu_at_ready = cpu_s()
+        _say("READY")
 
     def bump(self) -> None:
         with self._lock:
             self.count += 1
             if self.count == self.expect:
-                _say("DONE", {"t_done": monotonic(), "count": self.count})
+                busy = round(cpu_s() - self._cpu_at_ready, 3)
+                _say("DONE", {"t_done": monotonic(), "count": self.count, "cpu_s": busy})
 
     def answer(self, value: Any) -> Any:
         """Count one message and pass ``value`` through (for one-line subscribers)."""
@@ -48,10 +58,6 @@ class Counter:
 def _say(word: str, info: dict[str, Any] | None = None) -> None:
     line = word if info is None else f"{word} {json.dumps(info)}"
     print(line, flush=True)
-
-
-def announce_ready() -> None:
-    _say("READY")
 
 
 def wait_for_stop() -> None:
@@ -78,6 +84,8 @@ class WorkerProcess:
             text=True,
         )
         self._lines: queue.Queue[str | None] = queue.Queue()
+        #: What the worker said so far: ``READY``, ``DONE``, ``BYE`` and their information.
+        self.said: dict[str, dict[str, Any]] = {}
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -89,21 +97,25 @@ class WorkerProcess:
     def expect(self, word: str, timeout: float) -> dict[str, Any]:
         """Wait for the line starting with ``word``; return its JSON part (``{}`` if none)."""
         deadline = monotonic() + timeout
-        while True:
+        while word not in self.said:
             try:
                 line = self._lines.get(timeout=max(0.0, deadline - monotonic()))
             except queue.Empty:
                 raise TimeoutError(f"worker: no {word} within {timeout:g} s") from None
             if line is None:
                 raise RuntimeError(f"worker exited (rc={self._proc.wait()}) before {word}")
-            if line == word or line.startswith(word + " "):
-                rest = line[len(word) :].strip()
-                return json.loads(rest) if rest else {}
+            said, _, rest = line.partition(" ")
+            self.said[said] = json.loads(rest) if rest else {}
+        return self.said[word]
 
-    def stop(self) -> dict[str, Any]:
-        """Close stdin (the worker's signal to leave); return its ``BYE`` information."""
+    def tell_to_stop(self) -> None:
+        """Close stdin: the worker's signal to disconnect and leave."""
         if self._proc.stdin is not None and not self._proc.stdin.closed:
             self._proc.stdin.close()
+
+    def stop(self) -> dict[str, Any]:
+        """Tell the worker to stop; return its ``BYE`` information."""
+        self.tell_to_stop()
         try:
             return self.expect("BYE", STOP_TIMEOUT_S)
         except (TimeoutError, RuntimeError) as exc:
@@ -127,6 +139,7 @@ class WorkerPool:
         self._args = args
         self._size = size
         self._workers: list[WorkerProcess] = []
+        self._stopped: list[WorkerProcess] = []
         self._ready = False
         self.byes: list[dict[str, Any]] = []
 
@@ -150,22 +163,29 @@ class WorkerPool:
         self._stop_all()
 
     def _stop_all(self) -> None:
+        for worker in self._workers:
+            worker.tell_to_stop()
         self.byes = [worker.stop() for worker in self._workers]
-        self._workers = []
+        self._stopped, self._workers = self._workers, []
 
     def done_time(self, timeout: float = WAIT_TIMEOUT_S) -> float:
         """When the last worker got its last expected message (``monotonic`` seconds)."""
         return max(float(worker.expect("DONE", timeout)["t_done"]) for worker in self._workers)
 
     def summary(self) -> dict[str, Any]:
-        """Peak RSS and CPU of the workers (call after the ``with`` block)."""
+        """Peak RSS and CPU of the workers (call after the ``with`` block).
+
+        ``worker_cpu_busy_s``: CPU from ``READY`` to the last expected message, all workers.
+        """
         errors = [bye["error"] for bye in self.byes if "error" in bye]
         if errors:
             raise RuntimeError(f"worker failed: {errors[0]}")
+        dones = [worker.said.get("DONE", {}) for worker in self._stopped]
         return {
             "workers": len(self.byes),
             "worker_rss_mb": max(bye["rss_mb"] for bye in self.byes),
             "worker_cpu_s": round(sum(bye["cpu_s"] for bye in self.byes), 3),
+            "worker_cpu_busy_s": round(sum(done.get("cpu_s", 0.0) for done in dones), 3),
         }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -134,7 +135,7 @@ class Core:
         """
         limit = self.settings.operation_timeout if timeout is None else timeout
         try:
-            return await asyncio.wait_for(awaitable, limit)
+            return await _within(limit, awaitable)
         except asyncio.TimeoutError as exc:
             if isinstance(exc, DeadlineExceeded):
                 raise
@@ -142,3 +143,15 @@ class Core:
                 message = f"{what} failed: no connection to the broker within {limit:g} s"
                 raise self.transport.connection_error(message) from exc
             raise DeadlineExceeded(f"{what} did not complete within {limit:g} s") from exc
+
+
+if sys.version_info >= (3, 11):
+
+    async def _within(limit: float, awaitable: Awaitable[Any]) -> Any:
+        async with asyncio.timeout(limit):  # no extra task, unlike wait_for on 3.11
+            return await awaitable
+
+else:
+
+    async def _within(limit: float, awaitable: Awaitable[Any]) -> Any:
+        return await asyncio.wait_for(awaitable, limit)

@@ -34,6 +34,7 @@ __all__ = (
     "AmqpConnectionLost",
     "ChannelSlot",
     "Lifeline",
+    "Once",
     "OwnedTasks",
     "amqp_errors",
     "backoff_delays",
@@ -287,36 +288,56 @@ class Lifeline:
 
     aiormq 6.9 can wait forever on a dead connection: a publish or ack whose frame no longer
     fits the write queue is never woken. :meth:`guard` gives up on such an operation (and
-    cancels it) with ``ConnectionLost`` as soon as :meth:`cut` was called.
+    cancels it) with ``ConnectionLost`` as soon as :meth:`cut` was called. Each guarded
+    operation costs a set insertion, not a wait on a future shared by all of them.
     """
 
-    def __init__(self, tasks: OwnedTasks, message: str) -> None:
-        self._tasks = tasks
+    def __init__(self, message: str) -> None:
         self._message = message
-        self._gone: asyncio.Future[None] | None = None
+        self._in_flight: set[asyncio.Future[Any]] = set()
+        self._cut = False
 
     def start(self) -> None:
-        self._gone = asyncio.get_running_loop().create_future()
+        self._cut = False
 
     def cut(self) -> None:
-        if self._gone is not None and not self._gone.done():
-            self._gone.set_result(None)
+        self._cut = True
+        for operation in list(self._in_flight):
+            operation.cancel()
 
     async def guard(self, operation: Awaitable[T]) -> T:
+        if self._cut:
+            if asyncio.iscoroutine(operation):
+                operation.close()
+            raise AmqpConnectionLost(self._message)
         task = asyncio.ensure_future(operation)
-        waiting: set[asyncio.Future[Any]] = {task}
-        if self._gone is not None:
-            waiting.add(self._gone)
+        self._in_flight.add(task)
         try:
-            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:
-            self._abandon(task)
+            return await task
+        except asyncio.CancelledError:
+            if self._cut and task.cancelled():
+                raise AmqpConnectionLost(self._message) from None
             raise
-        if task.done():
-            return task.result()
-        self._abandon(task)
-        raise AmqpConnectionLost(self._message)
+        finally:
+            self._in_flight.discard(task)
 
-    def _abandon(self, task: asyncio.Future[Any]) -> None:
-        task.cancel()
-        self._tasks.adopt(task)
+
+class Once:
+    """Runs one operation per key at a time: concurrent callers share the one in progress."""
+
+    def __init__(self) -> None:
+        self._running: dict[str, asyncio.Future[None]] = {}
+
+    async def run(self, key: str, make: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        running = self._running.get(key)
+        if running is None:
+            running = self._running[key] = asyncio.ensure_future(make())
+            running.add_done_callback(lambda done: self._finished(key, done))
+        # Shielded: a caller that gives up does not cancel it for the others.
+        await asyncio.shield(running)
+
+    def _finished(self, key: str, done: asyncio.Future[None]) -> None:
+        if self._running.get(key) is done:
+            del self._running[key]
+        if not done.cancelled():
+            done.exception()  # each waiter got it; nobody else needs to hear of it

@@ -51,6 +51,7 @@ from kiwipy.transports._amqp_support import (
     AmqpConnectionLost,
     ChannelSlot,
     Lifeline,
+    Once,
     OwnedTasks,
     amqp_errors,
     backoff_delays,
@@ -113,13 +114,14 @@ class AmqpTransport(Transport):
         self._close_callbacks: list[CloseCallback] | None = []  # None once they were called
         self._close_reason: BaseException | None = None
         self._tasks = OwnedTasks()
-        self._lifeline = Lifeline(self._tasks, f"The connection to {settings.masked_url} is gone")
+        self._lifeline = Lifeline(f"The connection to {settings.masked_url} is gone")
         self._link_up = asyncio.Event()
         self._link_callbacks: list[LinkCallback] = []
         self._reconnecting = False
         self._fatal: BaseException | None = None
         self._warned_consumer_timeout = False
         self._draining = False
+        self._once = Once()
         self._message_consumers: set[MessageConsumer] = set()
         self._context = ConsumerContext(
             spawn=self._tasks.spawn,
@@ -168,9 +170,7 @@ class AmqpTransport(Transport):
     def _install(self, connection: Any) -> None:
         """Make ``connection`` the live one; caches of what the broker has start afresh."""
         self._connection = connection
-        self._lifeline = Lifeline(
-            self._tasks, f"The connection to {self._settings.masked_url} is gone"
-        )
+        self._lifeline = Lifeline(f"The connection to {self._settings.masked_url} is gone")
         self._lifeline.start()
         self._exchanges.clear()
         self._task_queues.clear()
@@ -356,8 +356,13 @@ class AmqpTransport(Transport):
 
     async def _ensure_exchange(self, exchange: str) -> None:
         if exchange not in self._exchanges:
-            async with self._control_channel(f"declare exchange {exchange!r}") as channel:
-                await self._declare_exchange(channel, exchange)
+            await self._once.run(
+                f"exchange {exchange}", lambda: self._declare_exchange_now(exchange)
+            )
+
+    async def _declare_exchange_now(self, exchange: str) -> None:
+        async with self._control_channel(f"declare exchange {exchange!r}") as channel:
+            await self._declare_exchange(channel, exchange)
 
     async def _bind(self, queue: str, exchange: str, routing_key: str) -> None:
         """Bind (control lock held); redeclare the exchange once if it vanished (auto-delete)."""
@@ -416,8 +421,10 @@ class AmqpTransport(Transport):
 
     async def declare_task_queue(self, queue: str) -> None:
         self._check_open()
-        if queue in self._task_queues:
-            return
+        if queue not in self._task_queues:
+            await self._once.run(f"queue {queue}", lambda: self._declare_task_queue(queue))
+
+    async def _declare_task_queue(self, queue: str) -> None:
         settings = self._settings
         arguments = {"x-message-ttl": settings.task_message_ttl_ms}
         if settings.testing_mode:

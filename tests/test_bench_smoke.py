@@ -1,0 +1,48 @@
+"""The benchmark runs end to end: ``python bench/run.py --tiny`` against the broker.
+
+Only the plumbing is checked (exit status, the final JSON line, every figure there with a
+number for ours); no timing is asserted. ``--tiny`` never creates the kiwipy 0.9 environment.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+RUN = Path(__file__).resolve().parent.parent / "bench" / "run.py"
+FIGURES = (
+    "tasks_reply_sync",
+    "tasks_reply_sync_batch",
+    "tasks_reply_async",
+    "tasks_noreply_sync_batch",
+    "rpc_pipelined_async",
+    "rpc_p50_ms_sync",
+    "broadcast_4subs_sync",
+    "tasks_reply_async_8000_over_500",
+    "rss_8000_over_500",
+    "connect_first_reply_s",
+)
+FIELDS = ("ours", "raw", "kiwipy09", "vs_raw", "vs_kiwipy09")
+
+
+@pytest.mark.amqp
+@pytest.mark.timeout(180)
+def test_tiny_bench_runs_and_reports_every_figure(amqp_url: str) -> None:
+    done = subprocess.run(
+        [sys.executable, str(RUN), "--tiny", "--url", amqp_url],
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    for name in FIGURES:
+        assert name in figures, name
+        assert set(FIELDS) <= set(figures[name]), (name, figures[name])
+        ours = figures[name]["ours"]
+        assert isinstance(ours, int | float) and not isinstance(ours, bool), (name, ours)
