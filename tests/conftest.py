@@ -9,6 +9,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+pytest_plugins = ["kiwipy.testing.faults.fixtures"]
+
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 _PROBE_TIMEOUT = 2.0
 
