@@ -29,7 +29,7 @@ from kiwipy.exceptions import (
 from kiwipy.transports._amqp_support import amqp_errors, backoff_delays, to_message
 from kiwipy.transports.base import Delivery, DeliveryHandler, MessageHandler, Subscription
 
-__all__ = ("AmqpDelivery", "ConsumerContext", "MessageConsumer", "TaskConsumer")
+__all__ = ("AmqpDelivery", "ConsumerContext", "LiveDeliveries", "MessageConsumer", "TaskConsumer")
 
 _LOGGER = logging.getLogger("kiwipy.transports.amqp")
 
@@ -57,18 +57,52 @@ class ConsumerContext:
         self.restore_window_s = restore_window_s
 
 
+class LiveDeliveries:
+    """The unsettled deliveries of one channel, told at once when the channel dies.
+
+    One callback on the channel serves all of them (a callback per delivery would pile up on a
+    long-lived channel for as long as it lives).
+    """
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+        self._deliveries: set[AmqpDelivery] = set()
+        channel.closing.add_done_callback(self._channel_closed)
+
+    def add(self, delivery: AmqpDelivery) -> None:
+        self._deliveries.add(delivery)
+
+    def discard(self, delivery: AmqpDelivery) -> None:
+        self._deliveries.discard(delivery)
+
+    def __len__(self) -> int:
+        return len(self._deliveries)
+
+    def _channel_closed(self, _: asyncio.Future[Any]) -> None:
+        deliveries, self._deliveries = self._deliveries, set()
+        for delivery in deliveries:
+            delivery.went_stale()
+
+
 class AmqpDelivery(Delivery):
-    """A task message received with manual acknowledgement on ``channel``."""
+    """A task message received with manual acknowledgement on ``live.channel``."""
 
     def __init__(
-        self, raw: Any, channel: Any, guard: Guard, on_settled: Callable[[], None] | None = None
+        self,
+        raw: Any,
+        live: LiveDeliveries,
+        guard: Guard,
+        on_settled: Callable[[], None] | None = None,
     ) -> None:
         self.message = to_message(raw)
-        self._channel = channel
+        self._live = live
+        self._channel = live.channel
         self._guard = guard
         self._tag: int = raw.delivery_tag
         self._on_settled = on_settled
         self._settled = False
+        self._stale_callbacks: list[Callable[[], None]] = []
+        live.add(self)
 
     @property
     def settled(self) -> bool:
@@ -79,11 +113,16 @@ class AmqpDelivery(Delivery):
         return bool(self._channel.is_closed)
 
     def add_stale_callback(self, callback: Callable[[], None]) -> None:
-        def on_channel_closed(_: asyncio.Future[Any]) -> None:
-            if not self._settled:
-                callback()
+        if self.stale and not self._settled:
+            asyncio.get_running_loop().call_soon(callback)
+        else:
+            self._stale_callbacks.append(callback)
 
-        self._channel.closing.add_done_callback(on_channel_closed)
+    def went_stale(self) -> None:
+        callbacks, self._stale_callbacks = self._stale_callbacks, []
+        if not self._settled:
+            for callback in callbacks:
+                callback()
 
     async def ack(self) -> None:
         await self._settle(lambda: self._channel.basic_ack(self._tag))
@@ -95,6 +134,8 @@ class AmqpDelivery(Delivery):
         if self._settled:
             return
         self._settled = True
+        self._live.discard(self)
+        self._stale_callbacks = []
         try:
             if not self.stale:
                 await self._send(send)
@@ -196,18 +237,19 @@ class TaskConsumer(_HealingConsumer):
         self._arguments = arguments
         self._handler = handler
         self._declare_queue = declare_queue
-        self._outstanding: dict[Any, int] = {}
+        self._live: LiveDeliveries | None = None
 
     async def _consume(self) -> None:
         await self._declare_queue()
         channel = await self._context.open_channel()
         self.channel = channel
+        live = self._live = LiveDeliveries(channel)
         try:
             with amqp_errors(f"consume task queue {self._queue!r}"):
                 await channel.basic_qos(prefetch_count=self._prefetch_count)
                 consume_ok = await channel.basic_consume(
                     self._queue,
-                    lambda raw: self._on_message(channel, raw),
+                    lambda raw: self._on_message(live, raw),
                     no_ack=False,
                     arguments=self._arguments,
                 )
@@ -216,26 +258,19 @@ class TaskConsumer(_HealingConsumer):
             raise
         self.tag = consume_ok.consumer_tag
 
-    async def _on_message(self, channel: Any, raw: Any) -> None:
+    async def _on_message(self, live: LiveDeliveries, raw: Any) -> None:
+        channel = live.channel
         if self.cancelled:  # arrived while cancelling: never handed out, give it back
             if not channel.is_closed:
                 with contextlib.suppress(Exception):
                     await self._context.guard(channel.basic_reject(raw.delivery_tag, requeue=True))
             return
-        self._outstanding[channel] = self._outstanding.get(channel, 0) + 1
-        delivery = AmqpDelivery(
-            raw, channel, self._context.guard, lambda: self._settled_one(channel)
-        )
+        delivery = AmqpDelivery(raw, live, self._context.guard, lambda: self._settled_one(live))
         self._context.spawn(self._handler(delivery), "Task handler")
 
-    def _settled_one(self, channel: Any) -> None:
-        left = self._outstanding.get(channel, 1) - 1
-        if left:
-            self._outstanding[channel] = left
-            return
-        self._outstanding.pop(channel, None)
-        if self.cancelled:
-            self._context.spawn(_close(channel), "Closing a cancelled task consumer's channel")
+    def _settled_one(self, live: LiveDeliveries) -> None:
+        if self.cancelled and not live:
+            self._context.spawn(_close(live.channel), "Closing a cancelled task consumer's channel")
 
     async def cancel(self) -> None:
         if self.cancelled:
@@ -247,7 +282,7 @@ class TaskConsumer(_HealingConsumer):
         if self.tag is not None:
             with amqp_errors("cancel a task consumer"):
                 await channel.basic_cancel(self.tag)
-        if not self._outstanding.get(channel):
+        if self._live is None or not self._live:
             await _close(channel)
 
     async def close(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import itertools
 import logging
 import random
@@ -283,6 +284,10 @@ class OwnedTasks:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+# aiormq 7 fails publishes and acks that are in flight when the connection dies; 6.9 may not.
+_AIORMQ_FAILS_IN_FLIGHT_WORK = int(importlib.metadata.version("aiormq").split(".")[0]) >= 7
+
+
 class Lifeline:
     """Knows when the connection is gone, and makes waits on it end then.
 
@@ -306,6 +311,8 @@ class Lifeline:
             operation.cancel()
 
     async def guard(self, operation: Awaitable[T]) -> T:
+        if _AIORMQ_FAILS_IN_FLIGHT_WORK and not self._cut:
+            return await operation  # aiormq 7 fails it when the connection dies: no task needed
         if self._cut:
             if asyncio.iscoroutine(operation):
                 operation.close()

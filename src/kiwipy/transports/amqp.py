@@ -43,6 +43,7 @@ from kiwipy.settings import MESSAGE_TTL_MS, QUEUE_EXPIRES_MS, TESTING_QUEUE_EXPI
 from kiwipy.transports._amqp_consumers import (
     AmqpDelivery,
     ConsumerContext,
+    LiveDeliveries,
     MessageConsumer,
     TaskConsumer,
 )
@@ -121,6 +122,7 @@ class AmqpTransport(Transport):
         self._fatal: BaseException | None = None
         self._warned_consumer_timeout = False
         self._draining = False
+        self._getter_live: LiveDeliveries | None = None
         self._once = Once()
         self._message_consumers: set[MessageConsumer] = set()
         self._context = ConsumerContext(
@@ -513,8 +515,15 @@ class AmqpTransport(Transport):
                         raise
                     self._task_queues.discard(queue)  # expired (testing mode): declare it again
                     continue
-                return None if raw.delivery_tag is None else AmqpDelivery(raw, channel, self._guard)
+                if raw.delivery_tag is None:
+                    return None
+                return AmqpDelivery(raw, self._getter_deliveries(channel), self._guard)
         raise AssertionError("unreachable")
+
+    def _getter_deliveries(self, channel: Any) -> LiveDeliveries:
+        if self._getter_live is None or self._getter_live.channel is not channel:
+            self._getter_live = LiveDeliveries(channel)
+        return self._getter_live
 
     # -- publishing ----------------------------------------------------------------------------
 
