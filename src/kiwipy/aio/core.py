@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
@@ -43,7 +44,8 @@ class Core:
         self.invoke = invoke
         self._subscriber_target = subscriber_target
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._settling: set[asyncio.Task[None]] = set()
+        self._settling = 0
+        self._all_settled = asyncio.Event()
         self._warned: set[str] = set()
         self.closed = False
 
@@ -75,24 +77,27 @@ class Core:
         return task
 
     async def protect(self, settlement: Coroutine[Any, Any, None]) -> None:
-        """Run a settlement (reply, then ack) to its end even if the caller is cancelled.
+        """Run a settlement (reply, then ack) to its end; :meth:`close` waits for these first.
 
-        :meth:`close` waits for these first, so a graceful close never sends a reply and then
-        drops the ack (which would run the task again elsewhere).
+        So a graceful close never sends a reply and then drops the ack (which would run the
+        task again elsewhere). A settlement that fails (the link died) is logged: the broker
+        then gives the task to another worker.
         """
-        task = asyncio.ensure_future(settlement)
-        self._settling.add(task)
-        task.add_done_callback(self._settled)
-        await asyncio.shield(task)
-
-    def _settled(self, task: asyncio.Task[None]) -> None:
-        self._settling.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            _LOGGER.warning("Could not settle a task: %s", task.exception())
+        self._settling += 1
+        self._all_settled.clear()
+        try:
+            await settlement
+        except (ConnectionLost, CommunicatorClosed) as exc:
+            _LOGGER.warning("Could not settle a task: %s", exc)
+        finally:
+            self._settling -= 1
+            if not self._settling:
+                self._all_settled.set()
 
     async def wait_settling(self, timeout: float) -> None:
         if self._settling:
-            await asyncio.wait(list(self._settling), timeout=timeout)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._all_settled.wait(), timeout)
 
     async def cancel_tasks(self) -> None:
         tasks = list(self._tasks)

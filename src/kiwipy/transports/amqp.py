@@ -123,6 +123,8 @@ class AmqpTransport(Transport):
         self._warned_consumer_timeout = False
         self._draining = False
         self._getter_live: LiveDeliveries | None = None
+        self._server_properties: dict[str, Any] = {}
+        self._broker_version: tuple[int, ...] = ()
         self._once = Once()
         self._message_consumers: set[MessageConsumer] = set()
         self._context = ConsumerContext(
@@ -172,6 +174,9 @@ class AmqpTransport(Transport):
     def _install(self, connection: Any) -> None:
         """Make ``connection`` the live one; caches of what the broker has start afresh."""
         self._connection = connection
+        self._server_properties = dict(plain(connection.server_properties or {}))
+        version = parse_version(str(self._server_properties.get("version", "")))
+        self._broker_version = version
         self._lifeline = Lifeline(f"The connection to {self._settings.masked_url} is gone")
         self._lifeline.start()
         self._exchanges.clear()
@@ -235,9 +240,7 @@ class AmqpTransport(Transport):
 
     @property
     def server_properties(self) -> dict[str, Any]:
-        if self._connection is None:
-            return {}
-        return dict(plain(self._connection.server_properties or {}))
+        return dict(self._server_properties)
 
     def add_close_callback(self, callback: CloseCallback) -> None:
         if self._close_callbacks is None:  # closed already: call it at once
@@ -472,7 +475,7 @@ class AmqpTransport(Transport):
     @property
     def broker_version(self) -> tuple[int, ...]:
         """The broker's version, e.g. ``(3, 12, 1)``; ``()`` when unknown."""
-        return parse_version(str(self.server_properties.get("version", "")))
+        return self._broker_version
 
     @property
     def consumer_timeout(self) -> float | None:
