@@ -258,7 +258,7 @@ class AsyncCommunicator:
                 self._transport.publish_rpc(str(recipient_id), message), timeout, "An RPC send"
             )
         except BaseException:
-            self._core.replies.discard(correlation_id)
+            self._core.replies.abandon(correlation_id, future)
             raise
         return future
 

@@ -60,6 +60,12 @@ class ReplyFutures:
         if timer is not None:
             timer.cancel()
 
+    def abandon(self, correlation_id: str, future: asyncio.Future[Any] | None) -> None:
+        """Forget a request whose send failed: its caller gets the send's error, not this."""
+        self.discard(correlation_id)
+        if future is not None and future.done() and not future.cancelled():
+            future.exception()  # its deadline may have passed meanwhile: nobody will read it
+
     def fail_all(self, error: KiwipyError) -> None:
         waiting = list(self._waiting.items())
         for correlation_id, future in waiting:

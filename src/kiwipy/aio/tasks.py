@@ -96,7 +96,7 @@ class AsyncTaskQueue:
                 self._core.transport.publish_task(self.name, message), timeout, "Sending a task"
             )
         except BaseException:
-            self._core.replies.discard(correlation_id)
+            self._core.replies.abandon(correlation_id, future)
             raise
         return future
 
@@ -154,6 +154,8 @@ class AsyncTaskQueue:
     async def _on_delivery(self, delivery: Delivery) -> None:
         task = await self._receive(delivery)
         if task is None:
+            return
+        if delivery.stale:  # its channel died before we got to it: the broker has it back
             return
         if not self._subscribers:  # removed meanwhile: not a rejection, give it straight back
             await task.requeue()
