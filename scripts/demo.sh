@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The project's main job (README): bootstrap .venv, then run the kiwipy demo.
-# No broker is installed here: the demo falls back to the in-memory transport when
-# no RabbitMQ answers.
+# The project's main job (README): bootstrap .venv, then run `kiwipy demo` (the console script).
+# With no RabbitMQ answering, the demo says so and runs on the in-memory transport.
+# Arguments go to the demo, e.g. scripts/demo.sh --tasks 50 --workers 4 --url amqp://...
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 bash "$ROOT/scripts/bootstrap.sh"
-exec "$ROOT/.venv/bin/python" -m kiwipy.demo "$@"
+exec "$ROOT/.venv/bin/kiwipy" demo "$@"

@@ -1,114 +1,424 @@
-"""A short tour: a worker and a client exchange tasks, an RPC and broadcasts.
+"""The demo: worker processes, a pause by RPC, a SIGKILL in the middle of a task, nothing lost.
 
-Run it with ``python -m kiwipy.demo [URL]``. When no RabbitMQ answers at the URL (default
-``$KIWIPY_URL`` or the local broker), it says so and runs on the in-memory transport.
+Run it with ``kiwipy demo`` (or ``python -m kiwipy.demo``, the same command). It starts worker
+processes (``kiwipy worker kiwipy.demo:work``), sends tasks with a progress bar, pauses and
+resumes one worker by RPC, follows the workers' ``task.<id>.started`` / ``finished`` broadcasts
+through a :class:`~kiwipy.filters.BroadcastFilter`, SIGKILLs one worker while it runs a task,
+and ends with a summary the numbers prove: every task confirmed by the broker completed, the
+killed worker's task among them, redelivered to another worker.
+
+When no RabbitMQ answers, it says so and runs the same demo on the in-memory transport, in one
+process (threads instead of processes, no kill step).
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
+import concurrent.futures
+import contextlib
 import os
+import signal
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import uuid
-from typing import Any
+from collections.abc import Iterator
+from typing import IO, TYPE_CHECKING, Any
 
-import kiwipy.sync
-from kiwipy.exceptions import ConnectionLost
+from kiwipy.aio import current_incoming_task
+from kiwipy.exceptions import ConnectionLost, UnroutableError
 from kiwipy.filters import BroadcastFilter
-from kiwipy.settings import DEFAULT_URL, mask_url
+from kiwipy.settings import mask_url
 
-__all__ = ("main",)
+if TYPE_CHECKING:
+    from rich.console import Console
 
-_PRINT_LOCK = threading.Lock()
+    from kiwipy.cli._common import ConnectionOptions
+    from kiwipy.cli._worker import Worker
+    from kiwipy.sync import Communicator
+
+__all__ = ("main", "run_demo", "work")
+
+START_BROKER = (
+    "sudo apt-get install -y rabbitmq-server && sudo rabbitmq-server -detached "
+    "(or: docker run -d -p 5672:5672 rabbitmq:3)"
+)
+_READY_TIMEOUT = 30.0
 
 
-def say(*parts: Any) -> None:
-    """Print one whole line even when several threads talk at once."""
-    with _PRINT_LOCK:
-        print(*parts, flush=True)
-
-
-def _options() -> dict[str, Any]:
-    prefix = f"kiwipy-demo-{uuid.uuid4().hex[:8]}"
+def work(communicator: Any, task: Any) -> dict[str, Any]:
+    """The demo's task: work ``task["seconds"]``, return the square of ``task["id"]`` and
+    whether this delivery is a redelivery (the broker gave the task out before)."""
+    del communicator
+    time.sleep(float(task.get("seconds", 0.1)))
+    incoming = current_incoming_task()
     return {
-        "message_exchange": f"{prefix}.messages",
-        "task_exchange": f"{prefix}.tasks",
-        "task_queue": f"{prefix}.tasks",
-        "testing_mode": True,  # everything the demo declares expires after it
+        "id": task["id"],
+        "result": task["id"] ** 2,
+        "redelivered": bool(incoming is not None and incoming.redelivered),
     }
 
 
-def _connect_pair(url: str) -> tuple[kiwipy.sync.Communicator, kiwipy.sync.Communicator, str]:
-    options = _options()
-    try:
-        worker = kiwipy.sync.connect(url, connection_timeout=3.0, **options)
-    except ConnectionLost as exc:
-        say(f"No RabbitMQ answered at {mask_url(url)} ({exc}).")
-        say(
-            "  To start one on Debian: sudo apt-get install rabbitmq-server "
-            "&& sudo rabbitmq-server -detached"
+class _Events:
+    """What the workers' broadcasts told us."""
+
+    def __init__(self, victim: str | None) -> None:
+        self.lock = threading.Lock()
+        self.started: dict[Any, list[str]] = {}
+        self.finished: dict[str, int] = {}
+        self.heard = 0
+        self.victim = victim
+        self.victim_running: Any = None
+        self.victim_started = threading.Event()
+
+    def __call__(
+        self, _comm: Any, body: Any, sender: Any, subject: Any, _correlation_id: Any
+    ) -> None:
+        task_id = body.get("id") if isinstance(body, dict) else None
+        with self.lock:
+            self.heard += 1
+            if str(subject).endswith(".started"):
+                self.started.setdefault(task_id, []).append(str(sender))
+                if sender == self.victim:
+                    self.victim_running = task_id
+                    self.victim_started.set()
+            elif str(subject).endswith(".finished"):
+                self.finished[str(sender)] = self.finished.get(str(sender), 0) + 1
+                if sender == self.victim and self.victim_running == task_id:
+                    self.victim_running = None
+
+
+class _Processes:
+    """Worker processes running ``kiwipy worker kiwipy.demo:work``."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self._env = {
+            **os.environ,
+            "KIWIPY_URL": url,  # not on the command line: ps would show the password
+            "KIWIPY_EXCHANGE_PREFIX": prefix,
+            "KIWIPY_TESTING_MODE": "1",
+        }
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._logs: dict[str, IO[bytes]] = {}
+
+    def start(self, name: str) -> None:
+        log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop_all
+        command = [sys.executable, "-m", "kiwipy.cli", "worker", "kiwipy.demo:work"]
+        command += ["--name", name, "--events", "--prefetch", "1", "--quiet"]
+        self.procs[name] = subprocess.Popen(  # noqa: S603
+            command, env=self._env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
         )
-        say("  Running the demo on the in-memory transport instead (one process).")
-        url = f"memory://demo-{uuid.uuid4().hex[:8]}"
-        worker = kiwipy.sync.connect(url, **options)
-    client = kiwipy.sync.connect(url, **options)
-    return worker, client, url
+        self._logs[name] = log
+
+    def last_words(self, name: str) -> str:
+        log = self._logs[name]
+        log.seek(0)
+        lines = [line for line in log.read().decode(errors="replace").splitlines() if line]
+        return lines[-1] if lines else "(no output)"
+
+    def kill(self, name: str) -> int:
+        proc = self.procs[name]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        return proc.pid
+
+    def alive(self) -> list[str]:
+        return [name for name, proc in self.procs.items() if proc.poll() is None]
+
+    def stop_all(self, timeout: float = 20.0) -> dict[str, int | None]:
+        """SIGTERM every live worker (they drain) and wait; their exit codes."""
+        for name in self.alive():
+            self.procs[name].send_signal(signal.SIGTERM)
+        codes: dict[str, int | None] = {}
+        deadline = time.monotonic() + timeout
+        for name, proc in self.procs.items():
+            try:
+                codes[name] = proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                codes[name] = None
+        for log in self._logs.values():
+            log.close()
+        return codes
 
 
-def _run_worker(worker: kiwipy.sync.Communicator, name: str) -> None:
-    processed = []
+def _connect_or_fall_back(
+    connection: ConnectionOptions, console: Console, prefix: str
+) -> tuple[Communicator, bool]:
+    """The client communicator, and whether it is on RabbitMQ (else in memory)."""
+    import kiwipy.sync
+    from kiwipy.cli._common import CliError, scrub
 
-    def square(comm: kiwipy.sync.Communicator, task: int) -> int:
-        processed.append(task)
-        say(f"  worker: got task {task}, returning {task * task}")
-        comm.broadcast_send({"task": task}, sender=name, subject=f"task.{task}.done")
-        return task * task
+    options = connection.options(
+        message_exchange=f"{prefix}.messages",
+        task_exchange=f"{prefix}.tasks",
+        task_queue=f"{prefix}.tasks",
+        testing_mode=True,  # everything the demo declares goes away after it
+    )
+    if connection.url.startswith("memory:"):
+        return kiwipy.sync.connect(connection.url, **options), False
+    try:
+        return kiwipy.sync.connect(connection.url, **options), True
+    except ConnectionLost as exc:
+        reason = scrub(str(exc), connection.url)
+        if "ACCESS_REFUSED" in reason or "Connection.OpenOk" in reason:
+            raise CliError(f"RabbitMQ refused the demo: {reason}") from exc
+        console.print(
+            f"No RabbitMQ answered at {mask_url(connection.url)}; to start one: {START_BROKER}",
+            soft_wrap=True,
+        )
+    memory_url = f"memory://demo-{uuid.uuid4().hex[:8]}"
+    console.print(
+        f"Running the same demo on the in-memory transport ({memory_url}) in this one process: "
+        "threads instead of worker processes, and no kill step.",
+        soft_wrap=True,
+    )
+    connection.url = memory_url
+    return kiwipy.sync.connect(memory_url, **options), False
 
-    def status(comm: kiwipy.sync.Communicator, msg: Any) -> dict[str, Any]:
-        return {"worker": name, "asked": msg, "processed": len(processed)}
 
-    worker.add_task_subscriber(square)
-    worker.add_rpc_subscriber(status, name)
+def _rpc(client: Communicator, name: str, request: str) -> dict[str, Any]:
+    answer: dict[str, Any] = client.rpc_send(name, request).result(timeout=15)
+    return answer
 
 
-def _run_client(client: kiwipy.sync.Communicator, name: str, count: int) -> None:
-    heard: list[str] = []
-    all_heard = threading.Event()
+def _wait_ready(client: Communicator, names: list[str], procs: _Processes | None) -> None:
+    from kiwipy.cli._common import CliError
 
-    def on_done(comm: Any, body: Any, sender: Any, subject: Any, correlation_id: Any) -> None:
-        heard.append(subject)
-        say(f"  client: broadcast '{subject}' from {sender}")
-        if len(heard) == count:
-            all_heard.set()
+    deadline = time.monotonic() + _READY_TIMEOUT
+    for name in names:
+        while True:
+            try:
+                _rpc(client, name, "status")
+                break
+            except UnroutableError:
+                if procs is not None and procs.procs[name].poll() is not None:
+                    raise CliError(
+                        f"Worker {name} exited at start: {procs.last_words(name)}"
+                    ) from None
+                if time.monotonic() > deadline:
+                    raise CliError(
+                        f"Worker {name} did not start within {_READY_TIMEOUT:g} s"
+                    ) from None
+                time.sleep(0.1)
 
-    client.add_broadcast_subscriber(BroadcastFilter(on_done, subject="task.*.done"))
-    say(f"client: sending {count} tasks (confirmed by the broker when task_send_many returns)")
-    futures = client.task_send_many(range(1, count + 1))
-    results = [future.result(timeout=30) for future in futures if future is not None]
-    say(f"client: results {results}")
-    answer = client.rpc_send(name, "how are you?").result(timeout=30)
-    say(f"client: RPC answer from {name}: {answer}")
-    all_heard.wait(timeout=10)
-    say(f"client: heard {len(heard)} broadcasts through a filter on 'task.*.done'")
+
+@contextlib.contextmanager
+def _memory_workers(
+    connection: ConnectionOptions, names: list[str], prefix: str
+) -> Iterator[list[Worker]]:
+    import kiwipy.sync
+    from kiwipy.cli._worker import Worker
+
+    options = connection.options(
+        message_exchange=f"{prefix}.messages",
+        task_exchange=f"{prefix}.tasks",
+        task_queue=f"{prefix}.tasks",
+        testing_mode=True,
+        task_prefetch_count=1,
+    )
+    workers: list[Worker] = []
+    try:
+        for name in names:
+            communicator = kiwipy.sync.connect(connection.url, **options)
+            worker = Worker(
+                communicator,
+                work,
+                queue_name=f"{prefix}.tasks",
+                prefetch=1,
+                name=name,
+                events=True,
+            )
+            worker.start()
+            workers.append(worker)
+        yield workers
+    finally:
+        for worker in workers:
+            worker.drain(timeout=10)
+            worker.communicator.close()
+
+
+def run_demo(
+    connection: ConnectionOptions, *, tasks: int, workers: int, task_seconds: float
+) -> int:
+    """The demo; returns 0 when no task was lost."""
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    started = time.monotonic()
+    prefix = connection.exchange_prefix or f"kiwipy-demo-{uuid.uuid4().hex[:8]}"
+    client, on_rabbitmq = _connect_or_fall_back(connection, console, prefix)
+    names = [f"demo-worker-{n}" for n in range(1, workers + 1)]
+    with client:
+        where = "worker processes" if on_rabbitmq else "worker threads"
+        console.print(
+            f"Connected to {mask_url(connection.url)}; starting {workers} {where} "
+            f"({', '.join(names)})",
+            soft_wrap=True,
+        )
+        if on_rabbitmq:
+            procs = _Processes(connection.url, prefix)
+            try:
+                for name in names:
+                    procs.start(name)
+                _wait_ready(client, names, procs)
+                outcome = _scenario(client, console, names, tasks, task_seconds, procs)
+            finally:
+                codes = procs.stop_all()
+            killed = outcome.get("killed")
+            drained = [f"{name} {code}" for name, code in codes.items() if name != killed]
+            console.print(
+                f"SIGTERM to the workers: each drained and exited (exit codes: "
+                f"{', '.join(drained)})",
+                soft_wrap=True,
+            )
+        else:
+            with _memory_workers(connection, names, prefix):
+                _wait_ready(client, names, None)
+                outcome = _scenario(client, console, names, tasks, task_seconds, None)
+    outcome["seconds"] = time.monotonic() - started
+    _summary(console, outcome, on_rabbitmq)
+    return 0 if outcome["lost"] == 0 else 1
+
+
+def _scenario(
+    client: Communicator,
+    console: Console,
+    names: list[str],
+    n_tasks: int,
+    task_seconds: float,
+    procs: _Processes | None,
+) -> dict[str, Any]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    paused, victim = names[0], names[-1]
+    events = _Events(victim if procs is not None else None)
+    client.add_broadcast_subscriber(
+        BroadcastFilter(events, subject="task.*", sender="demo-worker-*")
+    )
+    console.print(
+        "Listening to the workers' broadcasts through BroadcastFilter(subject='task.*', "
+        "sender='demo-worker-*')",
+        soft_wrap=True,
+    )
+    futures: list[concurrent.futures.Future[Any]] = []
+    killed: str | None = None
+    killed_task: Any = None
+    columns = (
+        TextColumn("{task.description:<26}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        log = progress.console.print
+        answer = _rpc(client, paused, "pause")
+        log(f"RPC 'pause' to {paused}: paused={answer['paused']} (done {answer['done']})")
+        sending = progress.add_task("sent (broker confirmed)", total=n_tasks)
+        completing = progress.add_task("completed (result back)", total=n_tasks)
+        for number in range(1, n_tasks + 1):
+            future = client.task_send({"id": number, "seconds": task_seconds})
+            assert future is not None
+            future.add_done_callback(lambda _f: progress.advance(completing))
+            futures.append(future)
+            progress.advance(sending)
+        time.sleep(max(1.0, 3 * task_seconds))
+        answer = _rpc(client, paused, "status")
+        log(
+            f"RPC 'status' to {paused}: paused={answer['paused']}, done {answer['done']} "
+            "(the other workers took its share)",
+            soft_wrap=True,
+        )
+        answer = _rpc(client, paused, "play")
+        log(f"RPC 'play' to {paused}: paused={answer['paused']}: it works again")
+        if procs is None:
+            log("In memory there are no processes to kill: skipping the SIGKILL step")
+        else:
+            events.victim_started.clear()
+            with events.lock:
+                running = events.victim_running
+            if running is None and events.victim_started.wait(timeout=15):
+                with events.lock:
+                    running = events.victim_running
+            if running is None:
+                log(f"{victim} started no task before the others finished: no kill step")
+            else:
+                pid = procs.kill(victim)
+                killed, killed_task = victim, running
+                log(
+                    f"SIGKILL to {victim} (pid {pid}) while it ran task {running}: the broker "
+                    "gives that task to another worker",
+                    soft_wrap=True,
+                )
+        deadline = time.monotonic() + 30 + n_tasks * task_seconds * 2
+        concurrent.futures.wait(futures, timeout=max(1.0, deadline - time.monotonic()))
+    results = [f.result() for f in futures if f.done() and f.exception() is None]
+    errors = [f.exception() for f in futures if f.done() and f.exception() is not None]
+    for error in errors[:3]:
+        console.print(f"A task failed: {error}", soft_wrap=True)
+    redelivered = [r["id"] for r in results if r.get("redelivered")]
+    with events.lock:
+        finished_by = dict(events.finished)
+        heard = events.heard
+    console.print(
+        f"Heard {heard} broadcasts; tasks finished per worker: "
+        + ", ".join(f"{name} {finished_by.get(name, 0)}" for name in names),
+        soft_wrap=True,
+    )
+    if killed_task is not None:
+        ran_by = events.started.get(killed_task, [])
+        console.print(
+            f"Task {killed_task} was started by {' then '.join(ran_by)}",
+            soft_wrap=True,
+        )
+    return {
+        "sent": len(futures),
+        "completed": len(results),
+        "failed": len(errors),
+        "redelivered": len(redelivered),
+        "redelivered_ids": redelivered,
+        "lost": len(futures) - len(results) - len(errors),
+        "killed": killed,
+        "correct": all(r["result"] == r["id"] ** 2 for r in results),
+    }
+
+
+def _summary(console: Console, outcome: dict[str, Any], on_rabbitmq: bool) -> None:
+    from rich.table import Table
+
+    table = Table(title="Summary", title_justify="left", show_header=False)
+    table.add_column("")
+    table.add_column("", justify="right")
+    table.add_column("")
+    confirmed = "confirmed by RabbitMQ (on disk)" if on_rabbitmq else "taken by the memory broker"
+    table.add_row("sent", str(outcome["sent"]), f"every one {confirmed}")
+    checked = "all correct" if outcome["correct"] else "SOME WRONG"
+    table.add_row("completed", str(outcome["completed"]), f"results received, {checked}")
+    if outcome["failed"]:
+        table.add_row("failed", str(outcome["failed"]), "the task raised")
+    ids = ", ".join(map(str, outcome["redelivered_ids"]))
+    note = f"task {ids} ran again on another worker" if ids else "no task needed a second run"
+    if not on_rabbitmq:
+        note = "no kill step in memory"
+    table.add_row("redelivered after the kill", str(outcome["redelivered"]), note)
+    table.add_row("lost", str(outcome["lost"]), "sent and confirmed, but no result")
+    table.add_row("time", f"{outcome['seconds']:.1f} s", "")
+    console.print(table)
+    console.print(
+        f"Summary: sent {outcome['sent']}, completed {outcome['completed']}, "
+        f"redelivered after the kill {outcome['redelivered']}, lost {outcome['lost']}, "
+        f"time {outcome['seconds']:.1f} s" + ("" if on_rabbitmq else " (in-memory transport)"),
+        soft_wrap=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kiwipy.demo", description=__doc__)
-    parser.add_argument("url", nargs="?", default=os.environ.get("KIWIPY_URL", DEFAULT_URL))
-    parser.add_argument("--tasks", type=int, default=5)
-    args = parser.parse_args(argv)
-    # The AMQP client logs its own connection failures; the demo reports them in one line.
-    logging.getLogger("aiormq").setLevel(logging.CRITICAL)
-    started = time.monotonic()
-    worker, client, url = _connect_pair(args.url)
-    with worker, client:
-        say(f"Connected worker and client to {mask_url(url)}")
-        _run_worker(worker, "worker-1")
-        _run_client(client, "worker-1", args.tasks)
-    say(f"Done in {time.monotonic() - started:.2f} s")
-    return 0
+    """``python -m kiwipy.demo [OPTIONS]``: the same as ``kiwipy demo [OPTIONS]``."""
+    from kiwipy.cli import main as cli_main
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    return cli_main(["demo", *args])
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import enum
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -18,7 +19,12 @@ from typing import Any
 from kiwipy import messages
 from kiwipy.aio.core import Core
 from kiwipy.aio.futures import done_future, follow_pending
-from kiwipy.aio.incoming import IncomingTask, TaskState, reset_current_incoming_task
+from kiwipy.aio.incoming import (
+    IncomingTask,
+    TaskState,
+    current_incoming_task,
+    reset_current_incoming_task,
+)
 from kiwipy.aio.rejections import Rejections
 from kiwipy.exceptions import (
     DuplicateSubscriberIdentifier,
@@ -35,8 +41,38 @@ TaskSubscriber = Callable[[Any, Any], Any]
 
 _LOGGER = logging.getLogger(__name__)
 
+
+class _NoOutcome(enum.Enum):
+    REJECTED = "every subscriber rejected the task"
+    GIVE_BACK = "the task goes back to the queue untouched"
+
+
 #: How often ``next_task`` polls an empty queue while it waits.
 _POLL_INTERVAL_S = 0.05
+
+
+class _NotStarted(Exception):
+    """The subscriber was removed, or the task lost, before the subscriber's turn came."""
+
+
+class _StillWanted:
+    """A subscriber that runs only if it is still subscribed and its task still ours.
+
+    With the blocking facade, deliveries wait in the subscriber's lane for their turn; this
+    check at the turn lets a draining worker give back what it has not started, and skips
+    copies of tasks the broker has already given to another worker.
+    """
+
+    def __init__(self, queue: AsyncTaskQueue, identifier: Any, subscriber: TaskSubscriber) -> None:
+        self._queue = queue
+        self._identifier = identifier
+        self.subscriber = subscriber
+
+    def __call__(self, communicator: Any, body: Any) -> Any:
+        task = current_incoming_task()
+        if self._identifier not in self._queue._subscribers or (task is not None and task.lost):
+            raise _NotStarted()
+        return self.subscriber(communicator, body)
 
 
 class AsyncTaskQueue:
@@ -46,7 +82,7 @@ class AsyncTaskQueue:
         self._core = core
         self.name = name
         self.prefetch_count = prefetch_count
-        self._subscribers: dict[Any, TaskSubscriber] = {}
+        self._subscribers: dict[Any, _StillWanted] = {}
         self._subscription: Subscription | None = None
         self._declared = False
         self._rejections = Rejections(core, name)
@@ -131,7 +167,7 @@ class AsyncTaskQueue:
         identifier = identifier if identifier is not None else uuid.uuid4().hex
         if identifier in self._subscribers:
             raise DuplicateSubscriberIdentifier(f"Task identifier '{identifier}'")
-        self._subscribers[identifier] = subscriber
+        self._subscribers[identifier] = _StillWanted(self, identifier, subscriber)
         if self._subscription is None:
             try:
                 await self._declare()
@@ -166,14 +202,16 @@ class AsyncTaskQueue:
             outcome = await self._run_subscribers(task)
         finally:
             reset_current_incoming_task(token)
-        if outcome is None:
+        if outcome is _NoOutcome.GIVE_BACK:
+            await task.requeue()
+        elif outcome is _NoOutcome.REJECTED:
             task._state = TaskState.REQUEUED
             await self._rejections.rejected_by_all(delivery)
         else:
             await task.finish(outcome)
 
-    async def _run_subscribers(self, task: IncomingTask) -> asyncio.Future[Any] | None:
-        """The outcome of the first subscriber that does not reject, or ``None``."""
+    async def _run_subscribers(self, task: IncomingTask) -> asyncio.Future[Any] | _NoOutcome:
+        """The outcome of the first subscriber that does not reject, or why there is none."""
 
         async def announce_pending() -> None:
             if not task.no_reply:
@@ -185,12 +223,14 @@ class AsyncTaskQueue:
                 result = await follow_pending(result, announce_pending)
             except TaskRejected:
                 continue
+            except _NotStarted:
+                return _NoOutcome.GIVE_BACK
             except concurrent.futures.CancelledError:
                 return done_future(cancelled=True)
             except Exception as exc:
                 return done_future(exception=exc)
             return done_future(result=result)
-        return None
+        return _NoOutcome.REJECTED
 
     async def _receive(self, delivery: Delivery) -> IncomingTask | None:
         """Decode a delivery; settle an undecodable one at once (never requeue poison)."""

@@ -1,0 +1,445 @@
+"""The ``kiwipy`` command: click commands and the entry point that keeps errors to one line."""
+
+from __future__ import annotations
+
+import datetime
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+import click
+
+from kiwipy.cli._common import (
+    CliError,
+    ConnectionOptions,
+    configure_logging,
+    connection_options,
+    dump_json,
+    parse_json,
+)
+from kiwipy.filters import BroadcastFilter
+
+__all__ = ("cli", "main")
+
+_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(context_settings=_CONTEXT)
+@click.option("-v", "--verbose", count=True, help="More logging (-vv: also the AMQP client's).")
+@click.version_option(package_name="kiwipy", prog_name="kiwipy")
+def cli(verbose: int) -> None:
+    """kiwipy: tasks, RPC and broadcasts over RabbitMQ, from the terminal.
+
+    Every command takes --url (default: $KIWIPY_URL, else amqp://guest:guest@127.0.0.1/).
+    Start with `kiwipy demo`.
+    """
+    configure_logging(verbose)
+
+
+# -- worker ------------------------------------------------------------------------------------
+
+
+@cli.command(context_settings=_CONTEXT)
+@click.argument("function", metavar="MODULE:FUNCTION")
+@click.option("--queue", "-q", "queue_name", metavar="QUEUE", help="Task queue to consume.")
+@click.option(
+    "--prefetch",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Tasks held from the broker at once  [default: --concurrency].",
+)
+@click.option(
+    "--concurrency",
+    "-c",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Tasks run at the same time (threads).",
+)
+@click.option(
+    "--name",
+    default=None,
+    help="Answer the RPCs 'pause', 'play' and 'status' at this identifier; also the sender "
+    "of --events broadcasts.",
+)
+@click.option(
+    "--events",
+    is_flag=True,
+    help="Broadcast task.<id>.started / task.<id>.finished for every task.",
+)
+@click.option("--quiet", is_flag=True, help="Do not print a line per task.")
+@connection_options
+def worker(
+    function: str,
+    queue_name: str | None,
+    prefetch: int | None,
+    concurrency: int,
+    name: str | None,
+    events: bool,
+    quiet: bool,
+    connection: ConnectionOptions,
+) -> int:
+    """Run a task worker in the foreground.
+
+    Each task's body is passed to FUNCTION(communicator, task) (or FUNCTION(task) when it takes
+    one argument); its return value is the task's result, an exception its error.
+
+    Ctrl-C or SIGTERM drains: the worker takes no new task, finishes the tasks it runs (their
+    senders get the results), gives back the ones it holds but has not started, and exits 0.
+    A second signal stops at once (the broker requeues whatever was not acknowledged).
+    """
+    from kiwipy.cli._worker import Worker, load_function
+
+    try:
+        task_function = load_function(function)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    prefetch = prefetch or concurrency
+    stop = threading.Event()
+    failure: list[str] = []
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if stop.is_set():
+            click.echo("worker: second signal: stopping now", err=True)
+            sys.stdout.flush()
+            import os
+
+            os._exit(1)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    communicator = connection.connect(task_prefetch_count=prefetch)
+    try:
+
+        def on_close(_communicator: Any, exc: BaseException | None) -> None:
+            if exc is not None:
+                failure.append(str(exc))
+                stop.set()
+
+        communicator.add_close_callback(on_close)
+        queue = queue_name or communicator.settings.task_queue
+
+        def say(line: str) -> None:
+            if not quiet:
+                click.echo(f"{worker_.name}: {line}")
+
+        worker_ = Worker(
+            communicator,
+            task_function,
+            queue_name=queue,
+            prefetch=prefetch,
+            concurrency=concurrency,
+            name=name,
+            events=events,
+            on_event=say,
+        )
+        worker_.start()
+        click.echo(
+            f"{worker_.name}: working on queue '{queue}' at {connection.masked_url} "
+            f"(concurrency {concurrency}, prefetch {prefetch}); Ctrl-C or SIGTERM drains and stops"
+        )
+        while not stop.wait(0.25):
+            pass
+        if failure:
+            raise CliError(f"Connection lost for good: {failure[0]}")
+        running = worker_.status()["running"]
+        click.echo(
+            f"{worker_.name}: draining: taking no new task, finishing {running} running, "
+            "requeuing the rest"
+        )
+        worker_.drain()
+        status = worker_.status()
+        click.echo(
+            f"{worker_.name}: stopped: {status['done']} done, {status['failed']} failed, "
+            f"{status['requeued']} given back to the queue"
+        )
+    finally:
+        communicator.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+# -- sending -----------------------------------------------------------------------------------
+
+
+def _timeout(seconds: float) -> float | None:
+    return None if seconds <= 0 else seconds
+
+
+@cli.command(context_settings=_CONTEXT)
+@click.argument("body", metavar="JSON")
+@click.option("--queue", "-q", "queue_name", metavar="QUEUE", help="Task queue to send to.")
+@click.option("--no-reply", is_flag=True, help="Do not wait for the result.")
+@click.option(
+    "--timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Wait this long for the result (0: forever).",
+)
+@connection_options
+def send(
+    body: str, queue_name: str | None, no_reply: bool, timeout: float, connection: ConnectionOptions
+) -> int:
+    """Send a task (its body is JSON) and print its result as JSON.
+
+    The task is on the broker's disk when the send returns (publisher confirm).
+    Example: kiwipy send --queue work '{"x": 1}'
+    """
+    task = parse_json(body)
+    with connection.connect() as communicator:
+        queue = (
+            communicator.task_queue(queue_name)
+            if queue_name
+            else communicator.task_queue(communicator.settings.task_queue)
+        )
+        future = queue.task_send(task, no_reply, deadline=_timeout(timeout))
+        if future is None:
+            click.echo(f"sent to queue '{queue.name}' (confirmed by the broker, no reply asked)")
+            return 0
+        click.echo(dump_json(future.result()))
+    return 0
+
+
+@cli.command(context_settings=_CONTEXT)
+@click.argument("identifier", metavar="ID")
+@click.argument("body", metavar="JSON")
+@click.option(
+    "--timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Wait this long for the answer (0: forever).",
+)
+@connection_options
+def call(identifier: str, body: str, timeout: float, connection: ConnectionOptions) -> int:
+    """Send an RPC to ID (message: JSON) and print the answer as JSON.
+
+    Fails at once when nobody listens at ID. Example: kiwipy call demo-worker-1 '"status"'
+    """
+    message = parse_json(body)
+    with connection.connect() as communicator:
+        future = communicator.rpc_send(identifier, message, deadline=_timeout(timeout))
+        click.echo(dump_json(future.result()))
+    return 0
+
+
+@cli.command(context_settings=_CONTEXT)
+@click.argument("body", metavar="JSON")
+@click.option("--subject", default=None, help="Subject of the broadcast.")
+@click.option("--sender", default=None, help="Sender of the broadcast.")
+@connection_options
+def broadcast(
+    body: str, subject: str | None, sender: str | None, connection: ConnectionOptions
+) -> int:
+    """Send a broadcast (body: JSON) to every subscriber.
+
+    Example: kiwipy broadcast --subject state.done --sender me '{"pk": 3}'
+    """
+    message = parse_json(body)
+    with connection.connect() as communicator:
+        communicator.broadcast_send(message, sender=sender, subject=subject)
+    click.echo("broadcast sent")
+    return 0
+
+
+# -- watch -------------------------------------------------------------------------------------
+
+
+@cli.command(context_settings=_CONTEXT)
+@click.option("--subject", default=None, metavar="PATTERN", help="Only subjects matching (glob).")
+@click.option("--sender", default=None, metavar="PATTERN", help="Only senders matching (glob).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option(
+    "--count", type=click.IntRange(min=1), default=None, help="Stop after COUNT broadcasts."
+)
+@click.option(
+    "--for",
+    "duration",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="Stop after this long.",
+)
+@connection_options
+def watch(
+    subject: str | None,
+    sender: str | None,
+    as_json: bool,
+    count: int | None,
+    duration: float | None,
+    connection: ConnectionOptions,
+) -> int:
+    """Print broadcasts as they arrive, one line each (like tail -f); Ctrl-C stops.
+
+    PATTERNs are globs: '*' matches any run of characters, e.g. --subject 'task.*.finished'.
+    """
+    stop = threading.Event()
+    seen = 0
+    lock = threading.Lock()
+
+    def on_broadcast(
+        _communicator: Any, body: Any, sender_: Any, subject_: Any, correlation_id: Any
+    ) -> None:
+        nonlocal seen
+        now = datetime.datetime.now()
+        with lock:
+            if stop.is_set():
+                return
+            if as_json:
+                record = {
+                    "time": now.isoformat(timespec="milliseconds"),
+                    "subject": subject_,
+                    "sender": sender_,
+                    "correlation_id": correlation_id,
+                    "body": body,
+                }
+                click.echo(dump_json(record))
+            else:
+                click.echo(
+                    f"{now:%H:%M:%S.%f}"[:-3]
+                    + f"  {subject_ if subject_ is not None else '-'}"
+                    + f"  from {sender_ if sender_ is not None else '-'}: {dump_json(body)}"
+                )
+            seen += 1
+            if count is not None and seen >= count:
+                stop.set()
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with connection.connect() as communicator:
+            communicator.add_broadcast_subscriber(
+                BroadcastFilter(on_broadcast, subject=subject, sender=sender)
+            )
+            click.echo(f"watching broadcasts at {connection.masked_url} (Ctrl-C stops)", err=True)
+            deadline = None if duration is None else time.monotonic() + duration
+            while not stop.wait(0.2):
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+            stop.set()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+# -- status and tasks --------------------------------------------------------------------------
+
+
+@cli.command(context_settings=_CONTEXT)
+@click.option(
+    "--queue",
+    "-q",
+    "queue_names",
+    multiple=True,
+    metavar="QUEUE",
+    help="Also show this task queue (repeatable).",
+)
+@connection_options
+def status(queue_names: Sequence[str], connection: ConnectionOptions) -> int:
+    """Show the broker, its consumer_timeout and the task queues' counts."""
+    from kiwipy.cli._inspect import show_status
+
+    show_status(connection, list(queue_names))
+    return 0
+
+
+@cli.group(context_settings=_CONTEXT)
+def tasks() -> None:
+    """Look at the tasks waiting in a queue, or remove them."""
+
+
+@tasks.command("list", context_settings=_CONTEXT)
+@click.option("--queue", "-q", "queue_name", metavar="QUEUE", help="Task queue to read.")
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=20, show_default=True, help="Show at most."
+)
+@connection_options
+def tasks_list(queue_name: str | None, limit: int, connection: ConnectionOptions) -> int:
+    """Show the tasks waiting in a queue (bodies and headers) and the broker's counts.
+
+    The tasks are read and put back unchanged in content, but AMQP marks a message it gave out
+    and took back as redelivered. An undecodable message is dead-lettered by the read.
+    """
+    from kiwipy.cli._inspect import list_tasks
+
+    list_tasks(connection, queue_name, limit)
+    return 0
+
+
+@tasks.command("purge", context_settings=_CONTEXT)
+@click.option("--queue", "-q", "queue_name", metavar="QUEUE", required=True, help="Task queue.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@connection_options
+def tasks_purge(queue_name: str, yes: bool, connection: ConnectionOptions) -> int:
+    """Remove every task waiting in QUEUE; their senders get an error reply (TaskPurged)."""
+    from kiwipy.cli._inspect import purge_tasks
+
+    if not yes:
+        click.confirm(
+            f"Remove every task waiting in queue '{queue_name}' at {connection.masked_url}?",
+            abort=True,
+        )
+    purge_tasks(connection, queue_name)
+    return 0
+
+
+# -- demo --------------------------------------------------------------------------------------
+
+
+@cli.command(context_settings=_CONTEXT)
+@click.option("--tasks", "n_tasks", type=click.IntRange(min=1), default=24, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option(
+    "--task-seconds",
+    type=click.FloatRange(min=0.05),
+    default=0.4,
+    show_default=True,
+    help="How long each task works.",
+)
+@connection_options
+def demo(n_tasks: int, workers: int, task_seconds: float, connection: ConnectionOptions) -> int:
+    """Watch kiwipy keep its promise: worker processes, a pause by RPC, a SIGKILL, no task lost.
+
+    Starts WORKERS worker processes, sends TASKS tasks, pauses and resumes one worker by RPC,
+    follows the workers' broadcasts, SIGKILLs one worker in the middle of a task and proves with
+    the numbers that every task completed. Without a broker, runs in memory (threads, no kill).
+    """
+    from kiwipy.demo import run_demo
+
+    return run_demo(connection, tasks=n_tasks, workers=workers, task_seconds=task_seconds)
+
+
+# -- entry point -------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None, prog_name: str = "kiwipy") -> int:
+    """Run the ``kiwipy`` command; expected failures print one line and return non-zero."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        result = cli.main(args=args, prog_name=prog_name, standalone_mode=False)
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else prog_name
+        message = " ".join(exc.format_message().split())
+        click.echo(f"{where}: error: {message} (see '{where} --help')", err=True)
+        return exc.exit_code
+    except click.ClickException as exc:
+        click.echo(f"{prog_name}: error: {' '.join(exc.format_message().split())}", err=True)
+        return exc.exit_code
+    except click.Abort:
+        click.echo(f"{prog_name}: aborted", err=True)
+        return 1
+    except KeyboardInterrupt:
+        click.echo(f"{prog_name}: interrupted", err=True)
+        return 130
+    return result if isinstance(result, int) else 0
