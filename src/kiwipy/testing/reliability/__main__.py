@@ -1,0 +1,107 @@
+"""Run the reliability scenarios against one private RabbitMQ node.
+
+``python -m kiwipy.testing.reliability [--full | --quick] [--only NAME ...] [--json-only]``
+
+Prints a table (figures by scenario) and, as the last line, one JSON object with the
+aggregated figures (``lost``, ``duplicated``, ``hung_futures``, ``redelivery_p99_s``,
+``recovery_s``, ``malformed_crashes``) and ``scenarios``. Exits 0 when nothing was lost, no
+future hung, no malformed input crashed a worker and every scenario ran; 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+import time
+import traceback
+from types import ModuleType
+
+from kiwipy.testing.faults import RabbitNode
+from kiwipy.testing.reliability.base import Scale, ScenarioResult
+from kiwipy.testing.reliability.report import aggregate, format_table, passed
+from kiwipy.testing.reliability.scenarios import ALL
+
+_PACKAGE = "kiwipy.testing.reliability.scenarios"
+_START_TIMEOUT = 120.0
+
+
+def ensure_running(node: RabbitNode) -> None:
+    """Thaw and (re)start the node if a scenario left it frozen or down."""
+    if node.is_frozen:
+        node.thaw()
+    if not node.is_running():
+        node.restart(timeout=_START_TIMEOUT)
+
+
+def load(name: str) -> ModuleType | None:
+    """The scenario module ``name``, or ``None`` if it does not exist (yet)."""
+    qualified = f"{_PACKAGE}.{name}"
+    try:
+        return importlib.import_module(qualified)
+    except ModuleNotFoundError as exc:
+        if exc.name == qualified:
+            return None
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m kiwipy.testing.reliability", description=__doc__.split("\n\n")[0]
+    )
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--full", action="store_true", help="the counts of RELIABILITY.md (long)")
+    size.add_argument("--quick", action="store_true", help="the small counts the tests use")
+    parser.add_argument("--only", action="append", choices=ALL, metavar="NAME", help=str(ALL))
+    parser.add_argument("--json-only", action="store_true", help="print only the JSON summary")
+    parser.add_argument("--verbose", action="store_true", help="show the library's log")
+    args = parser.parse_args(argv)
+    scale = Scale("full" if args.full else "test" if args.quick else "default")
+    names = args.only or ALL
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.CRITICAL,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+
+    def say(text: str) -> None:
+        if not args.json_only:
+            print(text, flush=True)
+
+    results: list[ScenarioResult] = []
+    unavailable: list[str] = []
+    errors: dict[str, str] = {}
+    began = time.monotonic()
+    with RabbitNode() as node:  # started by __enter__, removed at the end
+        say(f"private RabbitMQ node {node.name} on port {node.port}; scale {scale.name}")
+        for name in names:
+            module = load(name)
+            if module is None:
+                say(f"{name}: not available")
+                unavailable.append(name)
+                continue
+            ensure_running(node)
+            node.reset_env()
+            say(f"{name}: running ...")
+            started = time.monotonic()
+            try:
+                result: ScenarioResult = module.run(node, scale)
+            except Exception as exc:
+                errors[name] = f"{type(exc).__name__}: {exc}"
+                say(traceback.format_exc())
+                continue
+            say(f"{name}: done in {time.monotonic() - started:.1f} s")
+            for note in result.notes:
+                say(f"  note: {note}")
+            results.append(result)
+    say("")
+    say(format_table(results))
+    say(f"total {time.monotonic() - began:.1f} s")
+    summary = aggregate(results, unavailable, errors)
+    print(json.dumps(summary, sort_keys=True), flush=True)
+    return 0 if passed(summary) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
