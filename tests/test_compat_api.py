@@ -27,7 +27,7 @@ import yaml
 
 import kiwipy
 import kiwipy.rmq
-from kiwipy.rmq import communicator as rmq_communicator
+from kiwipy.rmq import arguments as rmq_arguments
 from kiwipy.rmq import defaults
 from kiwipy.rmq.threadcomms import RmqThreadCommunicator
 
@@ -345,7 +345,7 @@ def test_helper_signatures() -> None:
 
 
 def settings_of(*args: Any, **kwargs: Any) -> Any:
-    return rmq_communicator.settings_from_arguments(*args, **kwargs)
+    return rmq_arguments.settings_from_arguments(*args, **kwargs)
 
 
 def test_connection_params_url_dict_and_none() -> None:
@@ -395,7 +395,7 @@ def test_default_codec_pair_means_kiwipys_json_codec_and_others_pass_through() -
 
 
 def test_custom_connection_factory_warns_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(rmq_communicator, "_FACTORY_WARNED", False)
+    monkeypatch.setattr(rmq_arguments, "_FACTORY_WARNED", False)
 
     async def my_factory(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("never called")
@@ -408,7 +408,7 @@ def test_custom_connection_factory_warns_once(monkeypatch: pytest.MonkeyPatch) -
 def test_aio_pikas_own_connect_robust_is_taken_as_the_default(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(rmq_communicator, "_FACTORY_WARNED", False)
+    monkeypatch.setattr(rmq_arguments, "_FACTORY_WARNED", False)
 
     def connect_robust(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("never called")
@@ -822,3 +822,37 @@ async def test_dropped_asyncio_process_future_requeues_the_task(
             assert task.body == "forgotten"
             task.process().set_result("done at last")
         assert await asyncio.wait_for(sent, WAIT) == "done at last"
+
+
+@pytest.mark.amqp
+async def test_rmq_task_queue_built_from_an_aio_pika_connection(
+    amqp_url: str, unique_name: str
+) -> None:
+    aio_pika = pytest.importorskip("aio_pika")
+    connection = await aio_pika.connect_robust(amqp_url)
+    try:
+        queue = kiwipy.rmq.RmqTaskQueue(
+            connection, queue_name=f"{unique_name}.q", exchange_name=unique_name, testing_mode=True
+        )
+        await queue.connect()
+        outcome = await queue.task_send("Hello!")
+        async with queue.next_task(timeout=5.0) as task, task.processing() as result:
+            assert task.body == "Hello!"
+            result.set_result("Goodbye")
+        assert await asyncio.wait_for(outcome, 5) == "Goodbye"
+        await queue.disconnect()
+
+        publisher = kiwipy.rmq.RmqTaskPublisher(
+            connection,
+            queue_name=f"{unique_name}.none",
+            exchange_name=unique_name,
+            testing_mode=True,
+        )
+        await publisher.connect()
+        # kiwipy 0.9's publisher does not declare its queue; its users catch aio-pika's error
+        with pytest.raises(aio_pika.exceptions.DeliveryError) as excinfo:
+            await publisher.task_send("nobody listens")
+        assert isinstance(excinfo.value, kiwipy.UnroutableError)
+        await publisher.disconnect()
+    finally:
+        await connection.close()

@@ -33,6 +33,7 @@ from kiwipy.transports.base import Message
 __all__ = (
     "MAX_CONSUMER_TIMEOUT_MS",
     "AmqpConnectionLost",
+    "AmqpUnroutableError",
     "ChannelSlot",
     "Lifeline",
     "Once",
@@ -51,6 +52,21 @@ __all__ = (
 )
 
 _LOGGER = logging.getLogger("kiwipy.transports.amqp")
+
+
+class AmqpUnroutableError(UnroutableError, aiormq.exceptions.DeliveryError):
+    """The broker could not route a message; also aio-pika's ``DeliveryError``, which kiwipy
+    0.9's task queues raised and its users catch."""
+
+    def __init__(self, text: str) -> None:
+        Exception.__init__(self, text)
+        self.message = None
+        self.frame = None  # type: ignore[assignment]  # no frame: we made this error
+
+    __str__ = Exception.__str__
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r})"
 
 
 class AmqpConnectionLost(
@@ -96,7 +112,7 @@ def translate(exc: Exception, what: str) -> Exception:
         return exc
     if isinstance(exc, aiormq.PublishError):
         reason = getattr(exc.frame, "reply_text", None) or "NO_ROUTE"
-        return UnroutableError(f"Cannot {what}: the broker could not route it ({reason})")
+        return AmqpUnroutableError(f"Cannot {what}: the broker could not route it ({reason})")
     if isinstance(exc, aiormq.DeliveryError):
         return DeliveryFailed(f"Cannot {what}: the broker refused the message (basic.nack)")
     if isinstance(exc, aiormq.ChannelPreconditionFailed):
