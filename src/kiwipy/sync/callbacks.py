@@ -46,13 +46,51 @@ class _Call:
         # The caller's context variables (such as the current incoming task) go along.
         self.context = contextvars.copy_context()
 
-    def run(self) -> None:
+    def run(self, results: _Results) -> None:
         try:
             result = self.context.run(self.subscriber, *self.args)
         except BaseException as exc:  # handed to the loop; it decides what is fatal
-            _deliver(self.loop, self.outcome, exception=exc)
+            results.post(self.loop, self.outcome, None, exc)
         else:
-            _deliver(self.loop, self.outcome, result=result)
+            results.post(self.loop, self.outcome, result, None)
+
+
+class _Results:
+    """Hands results back to the loop, waking it once for all that are ready, not per call."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ready: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        self._wake_pending = False
+
+    def post(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        outcome: asyncio.Future[Any],
+        result: Any,
+        exception: BaseException | None,
+    ) -> None:
+        with self._lock:
+            self._ready.append((outcome, result, exception))
+            if self._wake_pending:
+                return
+            self._wake_pending = True
+        try:
+            loop.call_soon_threadsafe(self._settle_ready)
+        except RuntimeError:  # the loop is closed: the communicator is gone
+            _LOGGER.debug("Dropped callback results: the communicator is closed")
+
+    def _settle_ready(self) -> None:
+        with self._lock:
+            ready, self._ready = self._ready, []
+            self._wake_pending = False
+        for outcome, result, exception in ready:
+            if outcome.done():
+                continue
+            if exception is not None:
+                outcome.set_exception(exception)
+            else:
+                outcome.set_result(result)
 
 
 class CallbackThreads:
@@ -68,6 +106,7 @@ class CallbackThreads:
         self._idle = 0  # threads waiting for a lane
         self._queued = 0  # lanes waiting for a thread
         self._stopped = False
+        self._results = _Results()
 
     def is_current(self) -> bool:
         return threading.current_thread() in self._threads
@@ -138,25 +177,4 @@ class CallbackThreads:
                     del self._lanes[lane_key]
                     return
                 call = lane.popleft()
-            call.run()
-
-
-def _deliver(
-    loop: asyncio.AbstractEventLoop,
-    outcome: asyncio.Future[Any],
-    *,
-    result: Any = None,
-    exception: BaseException | None = None,
-) -> None:
-    def settle() -> None:
-        if outcome.done():
-            return
-        if exception is not None:
-            outcome.set_exception(exception)
-        else:
-            outcome.set_result(result)
-
-    try:
-        loop.call_soon_threadsafe(settle)
-    except RuntimeError:  # the loop is closed: the communicator is gone
-        _LOGGER.debug("Dropped a callback result: the communicator is closed")
+            call.run(self._results)
