@@ -13,7 +13,8 @@
     ├── DeadlineExceeded             also ``TimeoutError`` (builtin, concurrent.futures, asyncio)
     ├── InvalidStateError            also ``asyncio.InvalidStateError``
     ├── ConnectionLost               also ``ConnectionError``: the broker connection went away
-    │   └── ReplyLost                a reply can no longer arrive (its reply queue died)
+    │   ├── ReplyLost                a reply can no longer arrive (its reply queue died)
+    │   └── TLSError                 the TLS handshake failed (unknown CA, host name, expired...)
     ├── BrokerError                  the broker refused an operation (access, precondition...)
     └── MessageError                 also ``ValueError``: a message we cannot handle
         ├── EncodeError              a value cannot be encoded with the chosen codec
@@ -49,6 +50,7 @@ __all__ = (
     "QueueEmpty",
     "RemoteException",
     "ReplyLost",
+    "TLSError",
     "TaskRejected",
     "TimeoutError",
     "UnroutableError",
@@ -138,6 +140,15 @@ class ConnectionLost(KiwipyError, ConnectionError):
 
 class ReplyLost(ConnectionLost):
     """The reply to a request can no longer arrive."""
+
+
+class TLSError(ConnectionLost):
+    """No connection: the TLS handshake with the broker failed.
+
+    The message names the cause (unknown certificate authority, host name mismatch, expired
+    certificate, client certificate required, protocol version, not a TLS port...).
+    Nothing was sent: the password never left the client.
+    """
 
 
 class BrokerError(KiwipyError):

@@ -30,6 +30,42 @@ _QUERY_OPTIONS: dict[str, Callable[[str], Any]] = {
     "heartbeat": int,
     "connection_timeout": lambda text: float(text) / 1000.0,  # RabbitMQ URI spec: milliseconds
 }
+#: TLS query parameters of RabbitMQ's URI spec (https://www.rabbitmq.com/docs/uri-query-parameters)
+#: and the settings they fill. They are only allowed in ``amqps://`` URLs.
+_TLS_QUERY_OPTIONS: dict[str, str] = {
+    "cacertfile": "ssl_cafile",
+    "certfile": "ssl_certfile",
+    "keyfile": "ssl_keyfile",
+    "verify": "ssl_verify",
+    "server_name_indication": "ssl_server_hostname",
+}
+_TLS_FILE_FIELDS = ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_server_hostname")
+
+
+def _parse_verify(text: str) -> bool:
+    """``verify=verify_peer`` (the default) or ``verify=verify_none``, as the URI spec has it."""
+    if text == "verify_peer":
+        return True
+    if text == "verify_none":
+        return False
+    raise ValueError(f"verify must be verify_peer or verify_none, not {text!r}")
+
+
+def _tls_query_options(query: dict[str, str]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for name, field_name in _TLS_QUERY_OPTIONS.items():
+        if name not in query:
+            continue
+        value = query[name]
+        if name == "verify":
+            options[field_name] = _parse_verify(value)
+        elif name == "server_name_indication":
+            # "disable" turns SNI off in the Erlang client; Python always sends the host
+            # name it checks, so we keep the URL's host then.
+            options[field_name] = None if value == "disable" else value
+        else:
+            options[field_name] = value
+    return options
 
 
 def mask_url(url: str) -> str:
@@ -90,6 +126,19 @@ class Settings:
     #: set per consumer on RabbitMQ 3.11.15 and later (no queue argument changes). ``None``:
     #: the broker's own setting (30 min by default).
     consumer_timeout: float | str | None = None
+    #: TLS (``amqps://`` only; also the URL query parameters ``cacertfile``, ``certfile``,
+    #: ``keyfile``, ``verify=verify_peer|verify_none`` and ``server_name_indication``).
+    #: CA bundle to trust instead of the system's; ``None``: the system's default CAs.
+    ssl_cafile: str | None = None
+    #: Client certificate (PEM, may hold the key too) and its key, for brokers that require one.
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    #: Check the broker's certificate chain and host name. Turning it off lets anyone on the
+    #: network read and change the traffic (and the password); kiwipy logs a warning.
+    ssl_verify: bool = True
+    #: Host name to check the broker's certificate against (and to send as SNI) when it is not
+    #: the URL's host, e.g. when connecting to an IP address.
+    ssl_server_hostname: str | None = None
 
     def __post_init__(self) -> None:
         scheme = urllib.parse.urlsplit(self.url).scheme
@@ -103,6 +152,17 @@ class Settings:
             raise ValueError('consumer_timeout must be seconds, "none" or None')
         if (self.encoder is None) != (self.decoder is None):
             raise ValueError("encoder and decoder must be given together")
+        tls_options = [name for name in _TLS_FILE_FIELDS if getattr(self, name) is not None]
+        if not self.ssl_verify:
+            tls_options.append("ssl_verify")
+        if tls_options and scheme != "amqps":
+            # Fail closed: whoever set them expects an encrypted connection.
+            raise ValueError(
+                f"TLS option(s) {', '.join(tls_options)} need an amqps:// URL, not "
+                f"{mask_url(self.url)}"
+            )
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise ValueError("ssl_keyfile needs ssl_certfile (the client certificate)")
 
     @classmethod
     def from_url(cls, url: str | None = None, **options: Any) -> Settings:
@@ -119,6 +179,7 @@ class Settings:
         from_query = {
             name: parse(query[name]) for name, parse in _QUERY_OPTIONS.items() if name in query
         }
+        from_query.update(_tls_query_options(query))
         return cls(url=url, **{**from_query, **options})
 
     @property

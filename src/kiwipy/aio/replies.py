@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -15,6 +16,10 @@ from kiwipy.transports.base import Message, Transport
 __all__ = ("ReplyFutures",)
 
 _LOGGER = logging.getLogger(__name__)
+
+#: At most one warning about unmatched replies per this many seconds (a flood must not flood
+#: the log too).
+UNMATCHED_LOG_INTERVAL = 10.0
 
 
 class ReplyFutures:
@@ -35,6 +40,8 @@ class ReplyFutures:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         #: Replies that matched no waiting future (late, duplicated or forged).
         self.unmatched = 0
+        self._unmatched_logged = 0  # the count at the last warning
+        self._unmatched_warned_at: float | None = None
 
     async def address(self) -> str:
         if self._address is None:
@@ -100,7 +107,7 @@ class ReplyFutures:
         future = self._waiting.get(correlation_id)
         if future is None or future.done():
             self.unmatched += 1
-            _LOGGER.debug("Dropped a reply with unknown correlation id %r", correlation_id)
+            self._log_unmatched()
             return
         try:
             reply = messages.parse_reply(self._codec.decode(message.body, message.content_type))
@@ -109,6 +116,24 @@ class ReplyFutures:
             future.set_exception(exc)
             return
         self._resolve(correlation_id, future, reply)
+
+    def _log_unmatched(self) -> None:
+        """One warning per :data:`UNMATCHED_LOG_INTERVAL` at most, with the count since."""
+        now = time.monotonic()
+        last = self._unmatched_warned_at
+        if last is not None and now - last < UNMATCHED_LOG_INTERVAL:
+            return
+        self._unmatched_warned_at = now
+        dropped = self.unmatched - self._unmatched_logged
+        self._unmatched_logged = self.unmatched
+        _LOGGER.warning(
+            "Dropped %d repl%s that matched no waiting request (late, duplicated or forged; "
+            "%d in all); at most one such warning every %g s",
+            dropped,
+            "y" if dropped == 1 else "ies",
+            self.unmatched,
+            UNMATCHED_LOG_INTERVAL,
+        )
 
     def _resolve(
         self, correlation_id: str, future: asyncio.Future[Any], reply: messages.Reply

@@ -62,8 +62,8 @@ from kiwipy.transports._amqp_support import (
     plain,
     supports_consumer_timeout,
     to_properties,
-    url_with_heartbeat,
 )
+from kiwipy.transports._amqp_tls import DialTarget, dial_target, tls_error
 from kiwipy.transports.base import (
     CloseCallback,
     Delivery,
@@ -157,17 +157,23 @@ class AmqpTransport(Transport):
         if self._connection is not None or self._closed:
             raise InvalidStateError("AmqpTransport.connect() may be called only once")
         settings = self._settings
-        url = url_with_heartbeat(settings.url, settings.heartbeat)
+        # Built once (TLS context, the one "verification is off" warning); reconnects reuse it.
+        target = self._dial_target = dial_target(settings)
         try:
-            connection = await asyncio.wait_for(_dial(url), settings.connection_timeout)
+            connection = await asyncio.wait_for(_dial(target), settings.connection_timeout)
         except asyncio.TimeoutError as exc:
             message = (
                 f"No connection to {settings.masked_url} within {settings.connection_timeout}s"
             )
             raise AmqpConnectionLost(message) from exc
         except Exception as exc:
+            what = f"Cannot connect to {settings.masked_url}"
+            if settings.scheme == "amqps":
+                tls = tls_error(what, exc)
+                if tls is not None:  # fail closed, with the cause
+                    raise tls from exc
             reason = _scrub(f"{type(exc).__name__}: {exc}", settings.url)
-            raise AmqpConnectionLost(f"Cannot connect to {settings.masked_url}: {reason}") from exc
+            raise AmqpConnectionLost(f"{what}: {reason}") from exc
         self._install(connection)
         _LOGGER.debug("Connected to %s", settings.masked_url)
 
@@ -273,17 +279,21 @@ class AmqpTransport(Transport):
 
     async def _reconnect(self) -> None:
         settings = self._settings
-        url = url_with_heartbeat(settings.url, settings.heartbeat)
+        target = self._dial_target  # made by connect()
         try:
             for delay in backoff_delays(first=0.1, longest=settings.reconnect_max_delay):
                 await asyncio.sleep(delay)
                 try:
-                    connection = await asyncio.wait_for(_dial(url), settings.connection_timeout)
+                    connection = await asyncio.wait_for(_dial(target), settings.connection_timeout)
                 except Exception as exc:
                     if is_fatal(exc):
                         await self._give_up(exc)
                         return
-                    _LOGGER.debug("Reconnecting to %s failed: %r", settings.masked_url, exc)
+                    reason = _scrub(repr(exc), settings.url)
+                    if settings.scheme == "amqps":
+                        tls = tls_error("TLS", exc)
+                        reason = str(tls) if tls is not None else reason
+                    _LOGGER.debug("Reconnecting to %s failed: %s", settings.masked_url, reason)
                     continue
                 self._install(connection)
                 _LOGGER.info("Reconnected to %s", settings.masked_url)
@@ -501,7 +511,7 @@ class AmqpTransport(Transport):
             if not self._warned_consumer_timeout:
                 self._warned_consumer_timeout = True
                 _LOGGER.warning(
-                    "RabbitMQ %s cannot set a consumer timeout per consumer (3.12 and later "
+                    "RabbitMQ %s cannot set a consumer timeout per consumer (3.11.15 and later "
                     "can); consumer_timeout=%r is ignored. Set it on the broker instead: "
                     "consumer_timeout = <milliseconds> in rabbitmq.conf",
                     ".".join(map(str, version)) or "(unknown version)",
@@ -729,5 +739,6 @@ def _call_back(callback: CloseCallback, exc: BaseException | None) -> None:
         _LOGGER.exception("Close callback %r failed", callback)
 
 
-async def _dial(url: str) -> Any:
-    return await aiormq.connect(url)
+async def _dial(target: DialTarget) -> Any:
+    # The URL has no TLS query parameters (file paths), and aiormq masks its password.
+    return await aiormq.connect(target.url, **target.kwargs)

@@ -19,6 +19,7 @@ __all__ = [
     "NodeConfig",
     "NodeLayout",
     "NodePorts",
+    "TlsListener",
     "free_port",
     "node_environment",
     "tick_interval_for",
@@ -50,18 +51,65 @@ def free_port(host: str = LOOPBACK) -> int:
 
 @dataclass(frozen=True)
 class NodePorts:
-    """The ports a node listens on; all bound to :data:`LOOPBACK`."""
+    """The ports a node listens on; all bound to :data:`LOOPBACK`.
+
+    ``amqps`` is the TLS listener's port, ``None`` when the node has none.
+    """
 
     amqp: int
     dist: int
+    amqps: int | None = None
 
     @classmethod
-    def allocate(cls) -> NodePorts:
-        amqp = free_port()
-        dist = free_port()
-        while dist == amqp:
-            dist = free_port()
-        return cls(amqp=amqp, dist=dist)
+    def allocate(cls, *, tls: bool = False) -> NodePorts:
+        taken: set[int] = set()
+
+        def pick() -> int:
+            port = free_port()
+            while port in taken:
+                port = free_port()
+            taken.add(port)
+            return port
+
+        amqp = pick()
+        dist = pick()
+        return cls(amqp=amqp, dist=dist, amqps=pick() if tls else None)
+
+    @property
+    def all(self) -> tuple[int, ...]:
+        return tuple(port for port in (self.amqp, self.dist, self.amqps) if port is not None)
+
+
+@dataclass(frozen=True)
+class TlsListener:
+    """An optional TLS listener (``listeners.ssl.default``) and its ``ssl_options``.
+
+    Files are PEM paths readable by the node. ``verify="verify_peer"`` with
+    ``fail_if_no_peer_cert=True`` makes the broker require a client certificate.
+    ``versions`` restricts the protocol versions (e.g. ``("tlsv1.2", "tlsv1.3")``);
+    empty: the broker's defaults. ``ciphers`` (OpenSSL-style names) likewise.
+    """
+
+    cacertfile: str
+    certfile: str
+    keyfile: str
+    verify: str = "verify_none"
+    fail_if_no_peer_cert: bool = False
+    versions: tuple[str, ...] = ()
+    ciphers: tuple[str, ...] = ()
+
+    def lines(self, port: int) -> list[str]:
+        lines = [
+            f"listeners.ssl.default = {LOOPBACK}:{port}",
+            f"ssl_options.cacertfile = {self.cacertfile}",
+            f"ssl_options.certfile = {self.certfile}",
+            f"ssl_options.keyfile = {self.keyfile}",
+            f"ssl_options.verify = {self.verify}",
+            f"ssl_options.fail_if_no_peer_cert = {str(self.fail_if_no_peer_cert).lower()}",
+        ]
+        lines += [f"ssl_options.versions.{n} = {v}" for n, v in enumerate(self.versions, 1)]
+        lines += [f"ssl_options.ciphers.{n} = {c}" for n, c in enumerate(self.ciphers, 1)]
+        return lines
 
 
 @dataclass
@@ -72,6 +120,7 @@ class NodeConfig:
     ``extra_lines`` are appended verbatim (later lines win in ``rabbitmq.conf``);
     ``advanced_config`` is Erlang terms for settings ``rabbitmq.conf`` cannot express.
     ``channel_tick_interval`` (ms) defaults to :func:`tick_interval_for` the timeout.
+    ``tls`` adds a TLS listener on ``ports.amqps`` (which must then be set).
     """
 
     consumer_timeout: int | None = None
@@ -79,6 +128,7 @@ class NodeConfig:
     advanced_config: str | None = None
     log_level: str = "info"
     channel_tick_interval: int | None = None
+    tls: TlsListener | None = None
 
     def render(self, ports: NodePorts) -> str:
         """The text of ``rabbitmq.conf`` for a node listening on ``ports``."""
@@ -92,8 +142,13 @@ class NodeConfig:
         return "\n".join(lines) + "\n"
 
     def listener_lines(self, ports: NodePorts) -> list[str]:
-        """Listener settings; a TLS listener would add ``listeners.ssl.*`` here."""
-        return [f"listeners.tcp.default = {LOOPBACK}:{ports.amqp}"]
+        """Listener settings: plain AMQP, and TLS when :attr:`tls` is set."""
+        lines = [f"listeners.tcp.default = {LOOPBACK}:{ports.amqp}"]
+        if self.tls is not None:
+            if ports.amqps is None:
+                raise ValueError("a TLS listener needs a port: NodePorts.allocate(tls=True)")
+            lines += self.tls.lines(ports.amqps)
+        return lines
 
     def access_lines(self) -> list[str]:
         # Tests connect as guest through a proxy, which RabbitMQ sees as loopback

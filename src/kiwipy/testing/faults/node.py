@@ -34,6 +34,7 @@ from kiwipy.testing.faults.config import (
     NodeConfig,
     NodeLayout,
     NodePorts,
+    TlsListener,
     node_environment,
     tick_interval_for,
 )
@@ -56,6 +57,7 @@ class RabbitNode:
 
     ``consumer_timeout`` (ms) and ``extra_config`` (``rabbitmq.conf`` lines) configure
     it; ``config`` may be edited between :meth:`stop`/:meth:`kill` and :meth:`start`.
+    ``tls`` adds a TLS listener on a port of its own (:attr:`tls_port`, :attr:`tls_url`).
     """
 
     def __init__(
@@ -67,15 +69,17 @@ class RabbitNode:
         base_dir: str | os.PathLike[str] | None = None,
         hostname: str = "localhost",
         sbin_dir: str | os.PathLike[str] | None = None,
+        tls: TlsListener | None = None,
     ) -> None:
         self._sbin = find_rabbitmq_sbin(sbin_dir)
         self.config = NodeConfig(
             consumer_timeout=consumer_timeout,
             extra_lines=list(extra_config),
             advanced_config=advanced_config,
+            tls=tls,
         )
         self.name = f"kiwipy-test-{uuid.uuid4().hex[:10]}@{hostname}"
-        self.ports = NodePorts.allocate()
+        self.ports = NodePorts.allocate(tls=tls is not None)
         self.layout = NodeLayout(Path(tempfile.mkdtemp(prefix="kiwipy-rabbit-", dir=base_dir)))
         self.layout.prepare()
         self.startup_times: list[float] = []
@@ -97,6 +101,19 @@ class RabbitNode:
     @property
     def url(self) -> str:
         return f"amqp://guest:guest@{LOOPBACK}:{self.port}/"
+
+    @property
+    def tls_port(self) -> int:
+        """The TLS (``amqps``) port; only for a node made with ``tls``."""
+        if self.ports.amqps is None:
+            raise RuntimeError(f"RabbitMQ node {self.name} has no TLS listener")
+        return self.ports.amqps
+
+    @property
+    def tls_url(self) -> str:
+        """``amqps://guest:guest@localhost:<tls port>/`` (``localhost``: the usual host name
+        of a test certificate)."""
+        return f"amqps://guest:guest@localhost:{self.tls_port}/"
 
     @property
     def vm_pid(self) -> int | None:
@@ -130,10 +147,10 @@ class RabbitNode:
             except _PortClash:
                 if attempt == attempts:
                     raise
-                self.ports = NodePorts.allocate()
+                self.ports = NodePorts.allocate(tls=self.config.tls is not None)
 
     def _start_once(self, timeout: float) -> None:
-        for port in (self.ports.amqp, self.ports.dist):
+        for port in self.ports.all:
             if port_is_open(LOOPBACK, port, timeout=0.5):
                 raise _PortClash(f"port {port} of node {self.name} is taken by someone else")
         self.layout.write_config(self.config, self.ports)
@@ -322,6 +339,10 @@ class RabbitNode:
                 self._fail_start(f"exited with status {server.returncode}")
             try:
                 amqp_handshake(LOOPBACK, self.port, timeout=2.0)
+                if self.ports.amqps is not None and not port_is_open(
+                    LOOPBACK, self.ports.amqps, timeout=2.0
+                ):
+                    raise OSError(f"TLS port {self.ports.amqps} not open yet")
             except OSError as exc:
                 last_error = exc
                 time.sleep(_POLL_INTERVAL)
