@@ -263,11 +263,6 @@ class AmqpTransport(Transport):
         if self._closed:
             return
         reason = None if future.cancelled() else future.exception()
-        if isinstance(reason, asyncio.CancelledError):
-            # The connection's own tasks were cancelled: the event loop is shutting down, with
-            # this transport never closed. Not a fault to recover from.
-            self._closed = True
-            return
         _LOGGER.warning("Lost the connection to %s: %r", self._settings.masked_url, reason)
         lost = AmqpConnectionLost(f"Lost the connection to {self._settings.masked_url}: {reason!r}")
         lost.__cause__ = reason
