@@ -5,28 +5,16 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pytest
+
+from kiwipy.settings import mask_url
 
 pytest_plugins = ["kiwipy.testing.faults.fixtures"]
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 _PROBE_TIMEOUT = 2.0
-
-
-def _mask_password(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    netloc = f"{parts.username or ''}:***@{host}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _broker_answers(url: str) -> bool:
@@ -50,7 +38,7 @@ def amqp_url() -> str:
     url = os.environ.get("KIWIPY_TEST_AMQP_URL") or DEFAULT_AMQP_URL
     try:
         if not _broker_answers(url):
-            message = f"no RabbitMQ at {_mask_password(url)}"
+            message = f"no RabbitMQ at {mask_url(url)}"
             if os.environ.get("CI", "").lower() == "true":
                 pytest.fail(f"{message} (CI=true: a broker is required)", pytrace=False)
             pytest.skip(message)

@@ -47,6 +47,7 @@ class RmqThreadCommunicator(Communicator):
     """
 
     TASK_TIMEOUT = 5.0
+    _task_queue_type = RmqThreadTaskQueue
 
     @classmethod
     def connect(
@@ -134,14 +135,11 @@ class RmqThreadCommunicator(Communicator):
     ) -> RmqThreadTaskQueue:
         """The task queue ``queue_name``. ``prefetch_count=0`` means the communicator's default
         (a finite number); ``prefetch_size`` is accepted and ignored, as RabbitMQ does."""
-
-        async def get() -> RmqThreadTaskQueue:
-            queue = await self.asyncio_communicator.task_queue(
-                queue_name, prefetch_size, prefetch_count or None
-            )
-            return RmqThreadTaskQueue(queue, self._portal)
-
-        return self._call(get, timeout, "task_queue")
+        queue = super().task_queue(
+            queue_name, prefetch_size, prefetch_count or None, timeout=timeout
+        )
+        assert isinstance(queue, RmqThreadTaskQueue)
+        return queue
 
 
 def connect(

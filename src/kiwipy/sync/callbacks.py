@@ -108,9 +108,6 @@ class CallbackThreads:
         self._stopped = False
         self._results = _Results()
 
-    def is_current(self) -> bool:
-        return threading.current_thread() in self._threads
-
     async def invoke(self, subscriber: Callable[..., Any], *args: Any) -> Any:
         """Call ``subscriber(*args)`` in its lane; await its result on the loop.
 

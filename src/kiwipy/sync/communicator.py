@@ -39,6 +39,9 @@ class Communicator(communications.Communicator):
     ``TimeoutError``).
     """
 
+    #: What :meth:`task_queue` wraps its queues in (kiwipy 0.9's names use a subclass).
+    _task_queue_type: type[TaskQueue] = TaskQueue
+
     def __init__(self, settings: Settings) -> None:
         number = next(_NUMBERS)
         self._settings = settings
@@ -169,7 +172,7 @@ class Communicator(communications.Communicator):
 
         async def get() -> TaskQueue:
             queue = await self._async.task_queue(queue_name, prefetch_size, prefetch_count)
-            return TaskQueue(queue, self._portal)
+            return self._task_queue_type(queue, self._portal)
 
         return self._call(get, timeout, "task_queue")
 

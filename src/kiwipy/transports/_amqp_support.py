@@ -285,11 +285,6 @@ class OwnedTasks:
         task.add_done_callback(self._done)
         return task
 
-    def adopt(self, task: asyncio.Future[Any]) -> None:
-        """Keep ``task`` (abandoned by its awaiter) referenced until done; its error is dropped."""
-        self._tasks[task] = ""
-        task.add_done_callback(self._done)
-
     def _done(self, task: asyncio.Future[Any]) -> None:
         what = self._tasks.pop(task, "")
         if not task.cancelled() and task.exception() is not None and what:
