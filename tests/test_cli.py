@@ -47,6 +47,8 @@ def _env() -> dict[str, str]:
     env = dict(os.environ)
     for name in ("KIWIPY_URL", "KIWIPY_EXCHANGE_PREFIX", "KIWIPY_TESTING_MODE"):
         env.pop(name, None)
+    # Wide enough that no table cell wraps: bodies hold tmp paths of varying length.
+    env["COLUMNS"] = "200"
     return env
 
 
@@ -314,7 +316,7 @@ def test_worker_drains_on_sigterm(
 
     completed = run("tasks", "list", "--queue", queue_name, *names)
     assert completed.returncode == 0, completed.stderr
-    assert '"seconds": 0' in completed.stdout
+    assert '"seconds": 0' in completed.stdout, completed.stdout
     assert not (tasks_dir / "second").exists()
 
 

@@ -64,6 +64,7 @@ from kiwipy.transports._amqp_support import (
     to_properties,
 )
 from kiwipy.transports._amqp_tls import DialTarget, dial_target, tls_error
+from kiwipy.transports._amqp_wire import WideQueueConnection, dial
 from kiwipy.transports.base import (
     CloseCallback,
     Delivery,
@@ -565,6 +566,8 @@ class AmqpTransport(Transport):
                             routing_key=routing_key,
                             properties=properties,
                             mandatory=mandatory,
+                            # Not a wait per frame for the writer: the confirm is awaited.
+                            wait=self._congested(),
                         )
                     )
                     return
@@ -572,6 +575,11 @@ class AmqpTransport(Transport):
                     if last_try or not exchange:
                         raise
                     self._exchanges.discard(exchange)  # auto-deleted (testing mode)
+
+    def _congested(self) -> bool:
+        """Whether a publish should wait until the socket takes its frame (backpressure)."""
+        connection = self._connection
+        return connection is None or bool(connection.congested)
 
     # -- rpc -----------------------------------------------------------------------------------
 
@@ -734,6 +742,6 @@ def _call_back(callback: CloseCallback, exc: BaseException | None) -> None:
         _LOGGER.exception("Close callback %r failed", callback)
 
 
-async def _dial(target: DialTarget) -> Any:
+async def _dial(target: DialTarget) -> WideQueueConnection:
     # The URL has no TLS query parameters (file paths), and aiormq masks its password.
-    return await aiormq.connect(target.url, **target.kwargs)
+    return await dial(target.url, target.kwargs)
