@@ -18,7 +18,8 @@ from common import WAIT_TIMEOUT_S
 
 def load() -> None:
     import kiwipy.aio
-    import kiwipy.sync  # noqa: F401
+    import kiwipy.sync
+    import kiwipy.transports.amqp  # noqa: F401 (the AMQP client, as kiwipy.rmq loads aio-pika in 0.9)
 
 
 @contextlib.asynccontextmanager

@@ -248,12 +248,20 @@ def connect(args: argparse.Namespace) -> Result:
 
 async def _connect(args: argparse.Namespace) -> Result:
     """Connection, confirm channel, reply queue, and the first task round trip (twice)."""
+    start = monotonic()
     _aiormq()
+    load_s = monotonic() - start
     with workers.pool(SCRIPT, args, "tasks", 2) as pool:
         pool.ready()
         first = await _connect_and_ask(args, 0)
         second = await _connect_and_ask(args, 1)
-    return {**first, "second_first_reply_s": second["first_reply_s"], **pool.summary()}
+    cold = round(load_s + first["first_reply_s"], 4)
+    return {
+        **first,
+        "second_first_reply_s": second["first_reply_s"],
+        "cold_first_reply_s": cold,
+        **pool.summary(),
+    }
 
 
 async def _connect_and_ask(args: argparse.Namespace, i: int) -> Result:

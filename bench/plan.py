@@ -35,7 +35,7 @@ class Mode:
     large: int
     #: Repetitions of each side-by-side group (ours, raw, kiwipy09).
     reps: int
-    #: Repetitions of the measurements of ours alone (the other sizes of the scaling ratios).
+    #: Repetitions of the scaling runs (the asyncio reply pattern at the small and large N).
     solo_reps: int
     warmup: int
     calls: int
@@ -54,7 +54,7 @@ class Mode:
 
 MODES = {
     "tiny": Mode("tiny", 10, 40, 80, reps=1, solo_reps=1, warmup=2, calls=20, full=False),
-    # 3 minutes: the two slow scaling runs of ours alone (8000 tasks) are done twice.
+    # 3 minutes: the scaling runs (ours and raw, 500 and 8000 tasks) are done twice.
     "quick": Mode("quick", 500, 2000, 8000, reps=3, solo_reps=2, warmup=5, calls=200, full=False),
     "full": Mode("full", 500, 2000, 8000, reps=5, solo_reps=5, warmup=20, calls=1000, full=True),
 }
@@ -98,12 +98,12 @@ class Figure:
 
 @dataclasses.dataclass(frozen=True)
 class Ratio:
-    """Ours alone: ``metric`` of ``over`` divided by ``metric`` of ``under``."""
+    """``metric`` of ``over`` divided by ``metric`` of ``under``, per implementation measured."""
 
     name: str
     metric: str
-    over: Key
-    under: Key
+    over: Mapping[str, Key]
+    under: Mapping[str, Key]
 
 
 def _each(
@@ -153,13 +153,16 @@ def figures(mode: Mode) -> list[Figure]:
     connect = _each(CONNECT)
     out.append(Figure("connect_first_reply_s", "first_reply_s", connect, unit="s"))
     out.append(Figure("connect_again_first_reply_s", "second_first_reply_s", connect, unit="s"))
+    out.append(Figure("cold_first_reply_s", "cold_first_reply_s", connect, unit="s"))
     return out
 
 
 def ratios(mode: Mode) -> list[Ratio]:
-    """Ours alone: how the asyncio reply pattern scales from the small to the large N."""
-    large = Key("ours", TASK_STYLES["async"]["ours"], n=mode.large)
-    small = Key("ours", TASK_STYLES["async"]["ours"], n=mode.small)
+    """How the asyncio reply pattern scales from the small to the large N: ours, and raw aiormq
+    (every send in flight) as the baseline of what the pattern itself costs."""
+    styles = {impl: TASK_STYLES["async"][impl] for impl in ("ours", "raw")}
+    large = {impl: Key(impl, pattern, n=mode.large) for impl, pattern in styles.items()}
+    small = {impl: Key(impl, pattern, n=mode.small) for impl, pattern in styles.items()}
     return [
         Ratio("tasks_reply_async_8000_over_500", "rate_per_s", large, small),
         Ratio("rss_8000_over_500", "driver_rss_mb", large, small),
@@ -180,10 +183,11 @@ def groups(
     """The measurements, grouped by the figure that first needs them."""
     seen: set[Key] = set()
     out = []
-    solo = [{"ours": key} for ratio in ratio_list for key in (ratio.under, ratio.over)]
-    for keys in [figure.keys for figure in figure_list] + solo:
+    scaling = [keys for ratio in ratio_list for keys in (ratio.under, ratio.over)]
+    for keys in [figure.keys for figure in figure_list] + scaling:
         group = [key for impl, key in keys.items() if impl in impls and key not in seen]
         seen.update(group)
         if group:
-            out.append(Group(group, mode.reps if len(keys) > 1 else mode.solo_reps))
+            side_by_side = len(keys) > 1 and keys not in scaling
+            out.append(Group(group, mode.reps if side_by_side else mode.solo_reps))
     return out

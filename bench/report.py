@@ -72,11 +72,18 @@ def figure_values(
             "vs_kiwipy09": _ratio(values["ours"], values["kiwipy09"]),
         }
     for ratio in ratios:
-        ours = _ratio(
-            _metric(table, ratio.over, ratio.metric), _metric(table, ratio.under, ratio.metric)
-        )
-        row: dict[str, float | None] = dict.fromkeys((*IMPLS, "vs_raw", "vs_kiwipy09"))
-        out[ratio.name] = {**row, "ours": ours}
+        values = {
+            impl: _ratio(
+                _metric(table, ratio.over.get(impl), ratio.metric),
+                _metric(table, ratio.under.get(impl), ratio.metric),
+            )
+            for impl in IMPLS
+        }
+        out[ratio.name] = {
+            **values,
+            "vs_raw": _ratio(values["ours"], values["raw"]),
+            "vs_kiwipy09": _ratio(values["ours"], values["kiwipy09"]),
+        }
     return out
 
 

@@ -213,7 +213,7 @@ def _summary(mode: plan.Mode, impls: tuple[str, ...], elapsed: float, load: floa
     reps = f"{mode.reps} reps"
     if not mode.full:
         sizes += f" (the asyncio reply pattern also at {mode.small} and {mode.large})"
-        reps += f" ({mode.solo_reps} for ours alone)"
+        reps += f" ({mode.solo_reps} for the scaling runs)"
     loads = f"{load:.2f} at the start, {os.getloadavg()[0]:.2f} at the end"
     return (
         f"kiwipy bench, {mode.name} mode: N = {sizes}; {reps}, medians; "

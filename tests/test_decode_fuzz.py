@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from kiwipy import codecs
+from kiwipy import _yaml
 from kiwipy.codecs import MessageCodec
 from kiwipy.exceptions import DecodeError, MessageTooLarge
 from kiwipy.settings import Settings
@@ -120,8 +120,8 @@ def test_the_only_yaml_load_is_the_codecs_safe_one() -> None:
         and node.func.attr in _YAML_LOADS | _UNSAFE_YAML
         and _name_of(node.func.value) == "yaml"
     ]
-    assert calls == ["src/kiwipy/codecs.py"]
-    assert issubclass(codecs._TupleSafeLoader, yaml.SafeLoader | yaml.CSafeLoader)
+    assert calls == ["src/kiwipy/_yaml.py"]
+    assert issubclass(_yaml._TupleSafeLoader, yaml.SafeLoader | yaml.CSafeLoader)
 
 
 def test_ruff_security_rules_are_on_and_pass() -> None:

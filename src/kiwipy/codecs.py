@@ -34,15 +34,12 @@ import re
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-import yaml
-
 from kiwipy.exceptions import DecodeError, EncodeError, KiwipyError, MessageTooLarge
 from kiwipy.settings import Settings
 
 __all__ = ("JSON", "MSGPACK", "YAML_SAFE", "Codec", "MessageCodec", "custom_codec")
 
 MSGPACK_INSTALL_HINT = "msgpack is not installed; install it with: pip install kiwipy[msgpack]"
-_TUPLE_TAG = "tag:yaml.org,2002:python/tuple"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +107,7 @@ def _as_bytes(body: object, codec_name: str) -> bytes:
     )
 
 
-def _refuse(value: object, codec_name: str) -> NoReturn:
+def refuse(value: object, codec_name: str) -> NoReturn:
     raise EncodeError(f"Values of type {_type_name(value)} cannot be encoded as {codec_name}")
 
 
@@ -118,7 +115,7 @@ def _refuse(value: object, codec_name: str) -> NoReturn:
 
 
 def _json_default(value: object) -> NoReturn:
-    _refuse(value, "JSON")
+    refuse(value, "JSON")
 
 
 # kiwipy 0.9 peers read JSON with a YAML 1.1 parser, which takes ``1e+20`` for a string: a float
@@ -171,7 +168,7 @@ def _msgpack() -> Any:
 
 
 def _msgpack_default(value: object) -> NoReturn:
-    _refuse(value, "msgpack")
+    refuse(value, "msgpack")
 
 
 def _msgpack_dumps(value: Any) -> bytes:
@@ -188,50 +185,20 @@ MSGPACK = Codec("msgpack", "application/msgpack", _msgpack_dumps, _msgpack_loads
 
 # --- YAML ----------------------------------------------------------------------------------------
 
-try:  # libyaml's C loader and dumper are much faster; same behaviour
-    from yaml import CSafeDumper as _SafeDumperBase
-    from yaml import CSafeLoader as _SafeLoaderBase
-except ImportError:  # pragma: no cover (PyYAML built without libyaml)
-    from yaml import SafeDumper as _SafeDumperBase  # type: ignore[assignment]
-    from yaml import SafeLoader as _SafeLoaderBase  # type: ignore[assignment]
-
-
-class _TupleSafeLoader(_SafeLoaderBase):
-    """A safe loader that also reads ``!!python/tuple`` (kiwipy 0.9 messages), nothing else."""
-
-
-def _construct_tuple(loader: yaml.SafeLoader, node: yaml.Node) -> tuple[Any, ...]:
-    if not isinstance(node, yaml.SequenceNode):
-        raise yaml.constructor.ConstructorError(
-            None, None, f"expected a sequence for {_TUPLE_TAG}", node.start_mark
-        )
-    return tuple(loader.construct_sequence(node, deep=True))
-
-
-_TupleSafeLoader.add_constructor(_TUPLE_TAG, _construct_tuple)
-
-
-class _SafeDumper(_SafeDumperBase):
-    """The safe dumper, with an error naming the type it cannot represent."""
-
-
-def _yaml_refuse(_dumper: object, value: object) -> NoReturn:
-    _refuse(value, "YAML")
-
-
-# Reached only by values no safe representer handles (the safe dumper's "undefined" case).
-_SafeDumper.add_multi_representer(object, _yaml_refuse)
+# The YAML machinery lives in kiwipy._yaml, imported on first use: only kiwipy 0.9 peers (or
+# ``codec="yaml"``) need it, and PyYAML takes as long to import as the rest of kiwipy.
 
 
 def _yaml_dumps(value: Any) -> bytes:
-    body: bytes = yaml.dump(
-        value, Dumper=_SafeDumper, encoding="utf-8", allow_unicode=True, sort_keys=False
-    )
-    return body
+    from kiwipy import _yaml
+
+    return _yaml.dumps(value)
 
 
 def _yaml_loads(body: bytes) -> Any:
-    return yaml.load(body, Loader=_TupleSafeLoader)  # noqa: S506 (a SafeLoader subclass)
+    from kiwipy import _yaml
+
+    return _yaml.loads(body)
 
 
 YAML_SAFE = Codec("YAML", "application/x-yaml", _yaml_dumps, _yaml_loads)

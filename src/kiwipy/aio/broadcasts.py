@@ -88,10 +88,12 @@ class Broadcasts:
 
     async def send(self, envelope: messages.BroadcastEnvelope, timeout: float | None) -> bool:
         self._core.ensure_open()
-        data, content_type = self._core.encode(messages.broadcast_body(envelope))
-        publish = self._core.transport.publish_broadcast(Message(data, content_type))
-        await self._core.bounded(publish, timeout, "A broadcast")
+        await self._core.bounded_send(self._publish, (envelope,), timeout, "A broadcast")
         return True
+
+    async def _publish(self, envelope: messages.BroadcastEnvelope) -> None:
+        data, content_type = self._core.encode(messages.broadcast_body(envelope))
+        await self._core.transport.publish_broadcast(Message(data, content_type))
 
     async def _on_message(self, message: Message) -> None:
         # No await before the hand-off: mailboxes fill in arrival order.

@@ -247,6 +247,12 @@ class AsyncCommunicator:
         ``settings.rpc_timeout``); ``timeout`` bounds the send itself.
         """
         self._core.ensure_open()
+        args = (str(recipient_id), msg, deadline)
+        return await self._core.bounded_send(self._send_rpc, args, timeout, "An RPC send")
+
+    async def _send_rpc(
+        self, recipient_id: str, msg: Any, deadline: float | None
+    ) -> asyncio.Future[Any]:
         body, content_type = self._core.encode(msg)
         reply_to = await self._core.replies.address()
         if deadline is None:
@@ -254,9 +260,7 @@ class AsyncCommunicator:
         correlation_id, future = self._core.replies.register(deadline)
         message = Message(body, content_type, correlation_id, reply_to)
         try:
-            await self._core.bounded(
-                self._transport.publish_rpc(str(recipient_id), message), timeout, "An RPC send"
-            )
+            await self._transport.publish_rpc(recipient_id, message)
         except BaseException:
             self._core.replies.abandon(correlation_id, future)
             raise

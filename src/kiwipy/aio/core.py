@@ -7,7 +7,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from kiwipy import messages
 from kiwipy.aio.futures import Invoker
@@ -19,6 +19,14 @@ from kiwipy.transports.base import Message, Transport
 __all__ = ("Core",)
 
 _LOGGER = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Sends of one communicator past their start at once (more wait their turn, in order). Each
+#: send in progress holds a stack of coroutines and AMQP state of several kB until its
+#: confirm; a waiting one holds a few hundred bytes. 512 keeps the broker's confirm pipeline
+#: full (it confirms in batches) while a backlog of many thousands stays small.
+SEND_WINDOW = 512
 
 
 class Core:
@@ -47,6 +55,7 @@ class Core:
         self._settling = 0
         self._all_settled = asyncio.Event()
         self._warned: set[str] = set()
+        self._send_window = asyncio.Semaphore(SEND_WINDOW)
         self.closed = False
 
     @property
@@ -132,22 +141,48 @@ class Core:
         except (ConnectionLost, CommunicatorClosed) as exc:
             _LOGGER.debug("Could not announce a pending answer: %s", exc)
 
+    async def bounded_send(
+        self,
+        send: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        timeout: float | None,
+        what: str,
+    ) -> T:
+        """Run ``send(*args)`` in its turn among the sends in flight, all within ``timeout``.
+
+        ``send`` is called only once the turn has come, so a send that waits costs little:
+        this frame, a timer and its place in the queue (a backlog of thousands stays small).
+        """
+        limit = self._limit(timeout)
+        try:
+            result: T = await _within_window(limit, self._send_window, send, args)
+        except asyncio.TimeoutError as exc:
+            raise self._late(exc, limit, what) from exc
+        return result
+
     async def bounded(self, awaitable: Awaitable[Any], timeout: float | None, what: str) -> Any:
         """Await ``awaitable`` for at most ``timeout`` s (default ``operation_timeout``).
 
         A late operation is cancelled and fails with ``DeadlineExceeded``, or with the
         transport's ``ConnectionLost`` when it was waiting for a lost link to come back.
         """
-        limit = self.settings.operation_timeout if timeout is None else timeout
+        limit = self._limit(timeout)
         try:
             return await _within(limit, awaitable)
         except asyncio.TimeoutError as exc:
-            if isinstance(exc, DeadlineExceeded):
-                raise
-            if not self.transport.is_connected:
-                message = f"{what} failed: no connection to the broker within {limit:g} s"
-                raise self.transport.connection_error(message) from exc
-            raise DeadlineExceeded(f"{what} did not complete within {limit:g} s") from exc
+            raise self._late(exc, limit, what) from exc
+
+    def _limit(self, timeout: float | None) -> float:
+        return self.settings.operation_timeout if timeout is None else timeout
+
+    def _late(self, exc: asyncio.TimeoutError, limit: float, what: str) -> BaseException:
+        """What a timed-out operation raises."""
+        if isinstance(exc, DeadlineExceeded):
+            return exc
+        if not self.transport.is_connected:
+            message = f"{what} failed: no connection to the broker within {limit:g} s"
+            return self.transport.connection_error(message)
+        return DeadlineExceeded(f"{what} did not complete within {limit:g} s")
 
 
 if sys.version_info >= (3, 11):
@@ -156,7 +191,38 @@ if sys.version_info >= (3, 11):
         async with asyncio.timeout(limit):  # no extra task, unlike wait_for on 3.11
             return await awaitable
 
+    def _within_window(
+        limit: float,
+        window: asyncio.Semaphore,
+        send: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+    ) -> Awaitable[T]:
+        return _in_window(window, send, args, limit)
+
+    async def _in_window(
+        window: asyncio.Semaphore,
+        send: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        limit: float,
+    ) -> T:
+        async with asyncio.timeout(limit), window:
+            return await send(*args)
+
 else:
 
     async def _within(limit: float, awaitable: Awaitable[Any]) -> Any:
         return await asyncio.wait_for(awaitable, limit)
+
+    def _within_window(
+        limit: float,
+        window: asyncio.Semaphore,
+        send: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+    ) -> Awaitable[T]:
+        return asyncio.wait_for(_in_window(window, send, args), limit)
+
+    async def _in_window(
+        window: asyncio.Semaphore, send: Callable[..., Awaitable[T]], args: tuple[Any, ...]
+    ) -> T:
+        async with window:
+            return await send(*args)

@@ -116,6 +116,12 @@ class AsyncTaskQueue:
         ``timeout`` bounds the send itself (default ``settings.operation_timeout``).
         """
         self._core.ensure_open()
+        args = (task, no_reply, deadline)
+        return await self._core.bounded_send(self._send, args, timeout, "Sending a task")
+
+    async def _send(
+        self, task: Any, no_reply: bool, deadline: float | None
+    ) -> asyncio.Future[Any] | None:
         body, content_type = self._core.encode(messages.task_body(task, no_reply))
         await self._declare()
         reply_to = await self._core.replies.address()
@@ -128,9 +134,7 @@ class AsyncTaskQueue:
             )
         message = Message(body, content_type, correlation_id, reply_to, persistent=True)
         try:
-            await self._core.bounded(
-                self._core.transport.publish_task(self.name, message), timeout, "Sending a task"
-            )
+            await self._core.transport.publish_task(self.name, message)
         except BaseException:
             self._core.replies.abandon(correlation_id, future)
             raise

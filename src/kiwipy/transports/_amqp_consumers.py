@@ -125,10 +125,14 @@ class AmqpDelivery(Delivery):
                 callback()
 
     async def ack(self) -> None:
-        await self._settle(lambda: self._channel.basic_ack(self._tag))
+        # wait=False: the frame is queued and sent in order; also waiting for the socket write
+        # would cost a loop turn per ack and make it no more certain to arrive.
+        await self._settle(lambda: self._channel.basic_ack(self._tag, wait=False))
 
     async def reject(self, *, requeue: bool) -> None:
-        await self._settle(lambda: self._channel.basic_reject(self._tag, requeue=requeue))
+        await self._settle(
+            lambda: self._channel.basic_reject(self._tag, requeue=requeue, wait=False)
+        )
 
     async def _settle(self, send: Callable[[], Awaitable[None]]) -> None:
         if self._settled:
