@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from kiwipy import messages
 from kiwipy.aio.futures import Invoker
+from kiwipy.aio.replies import ReplyFutures
 from kiwipy.codecs import MessageCodec
 from kiwipy.exceptions import CommunicatorClosed, ConnectionLost, DeadlineExceeded, MessageError
 from kiwipy.settings import Settings
@@ -43,8 +44,6 @@ class Core:
         invoke: Invoker,
         subscriber_target: Callable[[], Any],
     ) -> None:
-        from kiwipy.aio.replies import ReplyFutures  # avoid an import cycle at module level
-
         self.settings = settings
         self.transport = transport
         self.codec = MessageCodec(settings)

@@ -123,7 +123,8 @@ class AsyncTaskQueue:
         self, task: Any, no_reply: bool, deadline: float | None
     ) -> asyncio.Future[Any] | None:
         body, content_type = self._core.encode(messages.task_body(task, no_reply))
-        await self._declare()
+        if not self._declared:  # the first send: both declarations at once
+            await asyncio.gather(self._declare(), self._core.replies.address())
         reply_to = await self._core.replies.address()
         future: asyncio.Future[Any] | None = None
         if no_reply:

@@ -14,7 +14,7 @@ import logging
 import random
 import urllib.parse
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping
 from typing import Any, TypeVar
 
 import aiormq
@@ -262,6 +262,35 @@ class ChannelSlot:
         channel = self._channel
         for confirmation in list(getattr(channel, "confirmations", {}).values()):
             confirmation.add_done_callback(_observe)
+
+
+class ControlChannels:
+    """Channels for declarations, one per sequence of operations in progress (up to ``size``).
+
+    A sequence (declare a queue, bind it, ...) has its channel to itself, so a failure closes
+    only that channel; independent sequences, such as the task queue's and the reply queue's
+    on a first send, run side by side. The channel used last is handed out first, so more
+    than one is opened only when sequences overlap.
+    """
+
+    def __init__(self, open_channel: Callable[[], Awaitable[Any]], size: int) -> None:
+        self._free: asyncio.LifoQueue[ChannelSlot] = asyncio.LifoQueue()
+        for _ in range(size):
+            self._first = ChannelSlot(open_channel)
+            self._free.put_nowait(self._first)  # the last one put is the first one taken
+
+    @contextlib.asynccontextmanager
+    async def take(self) -> AsyncIterator[ChannelSlot]:
+        """A slot for one sequence; ``await slot.get()`` gives its (re)opened channel."""
+        slot = await self._free.get()
+        try:
+            yield slot
+        finally:
+            self._free.put_nowait(slot)
+
+    async def warm(self) -> None:
+        """Open the channel the first sequence gets (which waits for this if it comes early)."""
+        await self._first.get()
 
 
 def _observe(future: asyncio.Future[Any]) -> None:

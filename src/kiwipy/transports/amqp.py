@@ -51,6 +51,7 @@ from kiwipy.transports._amqp_support import (
     MAX_CONSUMER_TIMEOUT_MS,
     AmqpConnectionLost,
     ChannelSlot,
+    ControlChannels,
     Lifeline,
     Once,
     OwnedTasks,
@@ -87,6 +88,8 @@ MAX_IDENTIFIER_BYTES = 200
 PERSISTENT = 2
 TRANSIENT = 1
 _CLOSE_TIMEOUT = 1.0
+#: Control channels open at most at once: declarations that do not wait for each other.
+_CONTROL_CHANNELS = 4
 #: How long a graceful close lets RPC and broadcast handlers already running finish.
 _DRAIN_TIMEOUT = 5.0
 
@@ -137,8 +140,9 @@ class AmqpTransport(Transport):
             # at the latest two heartbeats later.
             restore_window_s=3.0 * settings.heartbeat + settings.connection_timeout,
         )
-        self._control_lock = asyncio.Lock()
-        self._control = ChannelSlot(lambda: self._open_channel(publisher_confirms=False))
+        self._controls = ControlChannels(
+            lambda: self._open_channel(publisher_confirms=False), _CONTROL_CHANNELS
+        )
         self._publisher = ChannelSlot(
             lambda: self._open_channel(publisher_confirms=True, on_return_raises=True)
         )
@@ -192,6 +196,20 @@ class AmqpTransport(Transport):
             lambda future: self._on_connection_closed(connection, future)
         )
         self._link_up.set()
+        # Silent: a failure here is met again, and reported, by whoever needs the channel.
+        self._tasks.spawn(self._open_channels(), "")
+
+    async def _open_channels(self) -> None:
+        """Open the channels nearly every communicator needs, together, in the background.
+
+        One round trip instead of one per channel at first use (a first send needs all three).
+        """
+        await asyncio.gather(
+            self._publisher.get(),
+            self._listener.get(),
+            self._controls.warm(),
+            return_exceptions=True,
+        )
 
     def _guard(self, operation: Any) -> Any:
         return self._lifeline.guard(operation)
@@ -352,12 +370,16 @@ class AmqpTransport(Transport):
     # -- topology ------------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def _control_channel(self, what: str) -> AsyncIterator[Any]:
-        """The control channel, for one sequence of operations that may fail on their own."""
+    async def _control_channel(self, what: str) -> AsyncIterator[ChannelSlot]:
+        """A control channel's slot, for one sequence of operations that may fail on their own.
+
+        ``await slot.get()`` gives the channel (a new one after a failure closed it).
+        """
         await self._live_connection()
-        async with self._control_lock:
+        async with self._controls.take() as slot:
             with amqp_errors(what):
-                yield await self._control.get()
+                await slot.get()
+                yield slot
 
     async def _declare_exchange(self, channel: Any, exchange: str) -> None:
         if exchange in self._exchanges:
@@ -377,13 +399,13 @@ class AmqpTransport(Transport):
             )
 
     async def _declare_exchange_now(self, exchange: str) -> None:
-        async with self._control_channel(f"declare exchange {exchange!r}") as channel:
-            await self._declare_exchange(channel, exchange)
+        async with self._control_channel(f"declare exchange {exchange!r}") as slot:
+            await self._declare_exchange(await slot.get(), exchange)
 
-    async def _bind(self, queue: str, exchange: str, routing_key: str) -> None:
-        """Bind (control lock held); redeclare the exchange once if it vanished (auto-delete)."""
+    async def _bind(self, slot: ChannelSlot, queue: str, exchange: str, routing_key: str) -> None:
+        """Bind on ``slot``'s channel; redeclare the exchange once if it vanished (auto-delete)."""
         for last_try in (False, True):
-            channel = await self._control.get()
+            channel = await slot.get()
             await self._declare_exchange(channel, exchange)
             try:
                 await channel.queue_bind(queue, exchange, routing_key=routing_key)
@@ -402,20 +424,21 @@ class AmqpTransport(Transport):
         locked: str | None = None,
         **declare: Any,
     ) -> None:
-        async with self._control_channel(what) as channel:
+        async with self._control_channel(what) as slot:
             try:
-                await channel.queue_declare(queue, **declare)
+                await (await slot.get()).queue_declare(queue, **declare)
             except aiormq.ChannelLockedResource as exc:
                 if locked is None:
                     raise
                 raise DuplicateSubscriberIdentifier(locked) from exc
             for exchange, routing_key in bindings:
-                await self._bind(queue, exchange, routing_key)
+                await self._bind(slot, queue, exchange, routing_key)
 
     async def _delete_queue(self, queue: str, unbind: Bindings) -> None:
         if not self.is_connected:  # exclusive queues went with the connection
             return
-        async with self._control_channel(f"delete queue {queue!r}") as channel:
+        async with self._control_channel(f"delete queue {queue!r}") as slot:
+            channel = await slot.get()
             for exchange, routing_key in unbind:
                 await channel.queue_unbind(queue, exchange, routing_key=routing_key)
             await channel.queue_delete(queue)
