@@ -103,6 +103,7 @@ class ReplyFutures:
             future.set_exception(DeadlineExceeded(f"No reply within {timeout:g} s"))
 
     async def _on_reply(self, message: Message) -> None:
+        # No await in here: the transport may run this inline (Transport.open_reply_queue).
         correlation_id = message.correlation_id or ""
         future = self._waiting.get(correlation_id)
         if future is None or future.done():

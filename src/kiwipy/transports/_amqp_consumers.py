@@ -301,6 +301,11 @@ class MessageConsumer(_HealingConsumer):
 
     ``declare`` (re)creates the queue and its bindings; ``listener`` gives the shared channel
     to consume on; ``teardown`` runs once on :meth:`cancel`.
+
+    Each handler runs in a task of its own, so that it goes on when the channel closes under
+    it (aiormq cancels its own per-message tasks then). An ``inline`` handler, one that never
+    awaits (the reply handler), runs in aiormq's task instead: nothing can interrupt it, and
+    a task less per message is a loop turn less on every reply.
     """
 
     def __init__(
@@ -312,10 +317,13 @@ class MessageConsumer(_HealingConsumer):
         declare: Callable[[], Awaitable[None]],
         listener: Callable[[], Awaitable[Any]],
         teardown: Callable[[MessageConsumer], Awaitable[None]] | None = None,
+        *,
+        inline: bool = False,
     ) -> None:
         super().__init__(context, what)
         self.queue = queue
         self._handler = handler
+        self._inline = inline
         self._declare = declare
         self._listener = listener
         self._teardown = teardown
@@ -333,6 +341,12 @@ class MessageConsumer(_HealingConsumer):
     async def _on_message(self, raw: Any) -> None:
         if self.cancelled:
             _LOGGER.debug("Dropped a message that arrived after %s was cancelled", self._what)
+            return
+        if self._inline:
+            try:
+                await self._handler(to_message(raw))
+            except Exception:
+                _LOGGER.exception("%s failed", self._what)
             return
         task = self._context.spawn(self._handler(to_message(raw)), self._what)
         if task is not None:

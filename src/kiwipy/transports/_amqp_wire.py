@@ -3,9 +3,10 @@
 aiormq hands each publish, ack and method to the stream writer as its own ``write``, and an
 idle asyncio transport turns every ``write`` into a system call and a TCP segment. Under load
 that is most of a sender's socket cost, and the broker pays again per segment. The
-:class:`CoalescingWriter` here keeps what is written during one turn of the event loop and
-writes it as one buffer at the end of the turn, so ``n`` frames cost one call instead of ``n``.
-Nothing waits longer than that one turn, and a ``drain`` or ``close`` flushes first.
+:class:`CoalescingWriter` here keeps what aiormq's writer writes while more frames wait in its
+queue, and sends it all as one buffer with the last of them, so ``n`` frames cost one call
+instead of ``n``, and a lone frame (a request waiting for its answer) leaves at once. Nothing
+waits longer than the end of the loop turn, and a ``drain`` or ``close`` flushes first.
 
 The dialler also gives aiormq's write queue more room than its default of ten frames, so that
 many concurrent publishes queue without each waking the writer for a turn of its own.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 import aiormq
@@ -31,8 +33,16 @@ _DEFAULT_HOST = "localhost"
 _DEFAULT_PORT = 5672
 
 
+def _no_backlog() -> bool:
+    return False
+
+
 class CoalescingWriter(asyncio.StreamWriter):
-    """A stream writer that sends everything written in one loop turn with one write."""
+    """A stream writer that sends a batch of frames with one write.
+
+    ``backlog()`` tells whether more frames are queued to be written right after this one;
+    while it does, writes are kept (and flushed at the end of the loop turn at the latest).
+    """
 
     def __init__(
         self,
@@ -40,15 +50,25 @@ class CoalescingWriter(asyncio.StreamWriter):
         protocol: asyncio.BaseProtocol,
         reader: asyncio.StreamReader,
         loop: asyncio.AbstractEventLoop,
+        backlog: Callable[[], bool] = _no_backlog,
     ) -> None:
         super().__init__(transport, protocol, reader, loop)
         self._loop_ref = loop
+        self._backlog = backlog
         self._pending: list[bytes] = []
+        self._flush_scheduled = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not self._pending:
-            self._loop_ref.call_soon(self.flush)
         self._pending.append(bytes(data))
+        if not self._backlog():
+            self.flush()  # the last frame of a batch, or a lone one: no reason to wait
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop_ref.call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
+        self.flush()
 
     def writelines(self, data: Any) -> None:
         for chunk in data:
@@ -92,6 +112,8 @@ class CoalescingTransportFactory(TransportFactory):
     def __init__(self, ssl_context: ssl.SSLContext | None) -> None:
         self._ssl_context = ssl_context
         self.writer: CoalescingWriter | None = None
+        #: Whether aiormq's writer has more frames queued (set once the connection exists).
+        self.backlog: Callable[[], bool] = _no_backlog
 
     async def create(
         self, url: URL, **kwargs: Any
@@ -111,7 +133,7 @@ class CoalescingTransportFactory(TransportFactory):
         except OSError as exc:
             # As aiormq's own factories do, so errors are classified the same way.
             raise aiormq.AMQPConnectionError(*exc.args) from exc
-        self.writer = CoalescingWriter(transport, protocol, reader, loop)
+        self.writer = CoalescingWriter(transport, protocol, reader, loop, self.backlog)
         return reader, self.writer
 
     @property
@@ -142,5 +164,7 @@ async def dial(url: str, options: dict[str, Any]) -> WideQueueConnection:
     wire = CoalescingTransportFactory(options.pop("context", None))
     connection = WideQueueConnection(url, transport_factory=wire, **options)
     connection.wire = wire
+    queue = connection.write_queue
+    wire.backlog = lambda: not queue.empty()
     await connection.connect()
     return connection

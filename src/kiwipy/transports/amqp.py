@@ -730,7 +730,13 @@ class AmqpTransport(Transport):
             )
 
         consumer = MessageConsumer(
-            self._context, queue, handler, "Reply handler", declare, self._listener.get
+            self._context,
+            queue,
+            handler,
+            "Reply handler",
+            declare,
+            self._listener.get,
+            inline=True,  # a reply handler never awaits (Transport.open_reply_queue)
         )
         try:
             await self._listen(consumer, bindings)

@@ -205,7 +205,11 @@ class Transport(abc.ABC):
 
     @abc.abstractmethod
     async def open_reply_queue(self, handler: MessageHandler) -> str:
-        """Start receiving replies; return the address peers reply to. Call once."""
+        """Start receiving replies; return the address peers reply to. Call once.
+
+        ``handler`` must not await anything: a transport may run it inline, without a task
+        of its own (replies are many, and resolving a future needs no wait).
+        """
 
     @abc.abstractmethod
     async def publish_reply(self, reply_to: str, message: Message) -> None:
