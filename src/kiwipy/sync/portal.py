@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -55,7 +56,7 @@ class Portal:
             from kiwipy.exceptions import CommunicatorClosed
 
             raise CommunicatorClosed("The communicator's event loop has stopped")
-        future = asyncio.run_coroutine_threadsafe(make(), self._loop)
+        future = self._submit(make())
         try:
             return future.result(timeout)
         except concurrent.futures.TimeoutError:
@@ -80,6 +81,24 @@ class Portal:
         limit = default_timeout if timeout is None else timeout
         return self.call(make, limit + _OPERATION_GRACE_S, what)
 
+    def _submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Like ``asyncio.run_coroutine_threadsafe``, minus a loop turn on the way back.
+
+        The coroutine's task sets the caller's future itself when it ends, instead of a done
+        callback that the loop runs one turn later. Cancelling the future cancels the task.
+        """
+        outcome: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def start() -> None:
+            if outcome.cancelled():
+                coro.close()
+                return
+            task = self._loop.create_task(_deliver(coro, outcome))
+            outcome.add_done_callback(lambda done: _cancel_from_caller(self._loop, task, done))
+
+        self._loop.call_soon_threadsafe(start)
+        return outcome
+
     def call_soon(self, callback: Callable[..., Any], *args: Any) -> None:
         """Schedule a plain callback on the loop from any thread."""
         if not self._loop.is_closed():
@@ -102,3 +121,27 @@ class Portal:
             self._loop.run_forever()
         finally:
             self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+
+
+async def _deliver(coro: Coroutine[Any, Any, T], outcome: concurrent.futures.Future[T]) -> None:
+    """Run ``coro`` and hand its outcome to the (other thread's) ``outcome``."""
+    try:
+        result = await coro
+    except asyncio.CancelledError:
+        outcome.cancel()
+        raise
+    except BaseException as exc:
+        with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled meanwhile
+            outcome.set_exception(exc)
+        if not isinstance(exc, Exception):
+            raise
+    else:
+        with contextlib.suppress(concurrent.futures.InvalidStateError):
+            outcome.set_result(result)
+
+
+def _cancel_from_caller(
+    loop: asyncio.AbstractEventLoop, task: asyncio.Task[None], done: concurrent.futures.Future[Any]
+) -> None:
+    if done.cancelled() and not loop.is_closed():
+        loop.call_soon_threadsafe(task.cancel)
