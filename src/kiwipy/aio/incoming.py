@@ -63,6 +63,8 @@ class IncomingTask:
         self._lost = False
         self._acknowledged = False
         self._lost_callbacks: list[Callable[[IncomingTask], Any]] = []
+        #: Warns if processing outlives the broker's consumer_timeout; cancelled once settled.
+        self._outlive_timer: asyncio.TimerHandle | None = None
         delivery.add_stale_callback(self._on_stale)
 
     def __repr__(self) -> str:
@@ -169,14 +171,14 @@ class IncomingTask:
         """Give the task back to the queue for another worker."""
         if self._state not in (TaskState.PENDING, TaskState.PROCESSING):
             raise InvalidStateError(f"Cannot requeue a task that is {self._state}")
-        self._state = TaskState.REQUEUED
+        self._settle(TaskState.REQUEUED)
         await self._delivery.reject(requeue=True)
 
     async def finish(self, outcome: asyncio.Future[Any]) -> None:
         """Reply with the outcome (unless ``no_reply``), then acknowledge the task."""
         if self._state in (TaskState.FINISHED, TaskState.REQUEUED):
             return
-        self._state = TaskState.FINISHED
+        self._settle(TaskState.FINISHED)
         await self._core.protect(self._reply_and_ack(_outcome_reply(outcome)))
 
     async def _reply_and_ack(self, reply: dict[str, Any]) -> None:
@@ -195,12 +197,18 @@ class IncomingTask:
             raise InvalidStateError(f"The task is {self._state}, not pending")
         self._state = TaskState.PROCESSING
         loop = asyncio.get_running_loop()
-        outcome: asyncio.Future[Any] = loop.create_future()
         limit = self._core.transport.consumer_timeout
         if limit is not None:
-            timer = loop.call_later(limit, self._outlived, limit)
-            outcome.add_done_callback(lambda _: timer.cancel())
-        return outcome
+            self._outlive_timer = loop.call_later(limit, self._outlived, limit)
+        return loop.create_future()
+
+    def _settle(self, state: str) -> None:
+        """Leave processing for ``state`` (finished or requeued): the timer goes, and with it
+        the loop's last reference to this task."""
+        self._state = state
+        if self._outlive_timer is not None:
+            self._outlive_timer.cancel()
+            self._outlive_timer = None
 
     def _outlived(self, limit: float) -> None:
         if self._state == TaskState.PROCESSING and not self._lost:

@@ -210,7 +210,7 @@ class AsyncTaskQueue:
         if outcome is _NoOutcome.GIVE_BACK:
             await task.requeue()
         elif outcome is _NoOutcome.REJECTED:
-            task._state = TaskState.REQUEUED
+            task._settle(TaskState.REQUEUED)
             await self._rejections.rejected_by_all(delivery)
         else:
             await task.finish(outcome)
