@@ -166,6 +166,8 @@ def ratios(mode: Mode) -> list[Ratio]:
     return [
         Ratio("tasks_reply_async_8000_over_500", "rate_per_s", large, small),
         Ratio("rss_8000_over_500", "driver_rss_mb", large, small),
+        # A worker holds at most its prefetch: its peak must not grow with the sender's N.
+        Ratio("worker_rss_8000_over_500", "worker_rss_mb", large, small),
     ]
 
 

@@ -24,7 +24,9 @@ FIGURES = (
     "broadcast_4subs_sync",
     "tasks_reply_async_8000_over_500",
     "rss_8000_over_500",
+    "worker_rss_8000_over_500",
     "connect_first_reply_s",
+    "cold_first_reply_s",
 )
 FIELDS = ("ours", "raw", "kiwipy09", "vs_raw", "vs_kiwipy09")
 
