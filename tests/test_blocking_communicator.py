@@ -133,6 +133,28 @@ def test_subscribers_run_off_the_loop_and_may_call_the_communicator(comm: Commun
     assert all(name.startswith("kiwipy-callbacks") for name in threads)
 
 
+def test_async_subscribers_run_on_the_loop_without_a_callback_thread(comm: Communicator) -> None:
+    threads: list[str] = []
+
+    async def double(communicator: Communicator, task: int) -> int:
+        threads.append(threading.current_thread().name)
+        await asyncio.sleep(0)
+        return task * 2
+
+    async def echo(communicator: Communicator, msg: int) -> int:
+        threads.append(threading.current_thread().name)
+        return msg
+
+    comm.add_task_subscriber(double)
+    comm.add_rpc_subscriber(echo, "echo")
+    future = comm.task_send(21)
+    assert future is not None
+    assert future.result(timeout=10) == 42
+    assert comm.rpc_send("echo", 7).result(timeout=10) == 7
+    assert len(threads) == 2
+    assert all(name.startswith("kiwipy-loop") for name in threads), threads
+
+
 def test_task_send_many_returns_once_every_task_is_confirmed(comm: Communicator) -> None:
     comm.add_task_subscriber(lambda communicator, task: task + 1)
     futures = comm.task_send_many(range(50))

@@ -113,7 +113,11 @@ class CallbackThreads:
 
         A coroutine it returns (an ``async def`` subscriber, or a ``BroadcastFilter`` around
         one) is awaited on the loop; a future it returns is kept (the pending protocol).
+        An ``async def`` subscriber is called on the loop directly: calling it runs none of its
+        code, so a thread would add two hand-overs and nothing else.
         """
+        if inspect.iscoroutinefunction(subscriber):
+            return await subscriber(*args)
         loop = asyncio.get_running_loop()
         outcome: asyncio.Future[Any] = loop.create_future()
         self._submit(id(subscriber), _Call(subscriber, args, loop, outcome))
