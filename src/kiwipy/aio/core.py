@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from kiwipy import messages
 from kiwipy.aio.futures import Invoker
 from kiwipy.aio.replies import ReplyFutures
+from kiwipy.aio.window import SendWindow
 from kiwipy.codecs import MessageCodec
 from kiwipy.exceptions import CommunicatorClosed, ConnectionLost, DeadlineExceeded, MessageError
 from kiwipy.settings import Settings
@@ -54,7 +55,7 @@ class Core:
         self._settling = 0
         self._all_settled = asyncio.Event()
         self._warned: set[str] = set()
-        self._send_window = asyncio.Semaphore(SEND_WINDOW)
+        self._send_window = SendWindow(SEND_WINDOW)
         self.closed = False
 
     @property
@@ -150,11 +151,11 @@ class Core:
         """Run ``send(*args)`` in its turn among the sends in flight, all within ``timeout``.
 
         ``send`` is called only once the turn has come, so a send that waits costs little:
-        this frame, a timer and its place in the queue (a backlog of thousands stays small).
+        this frame, a timer and a future (a backlog of thousands stays small).
         """
         limit = self._limit(timeout)
         try:
-            result: T = await _within_window(limit, self._send_window, send, args)
+            result: T = await _within(limit, _in_window(self._send_window, send, args))
         except asyncio.TimeoutError as exc:
             raise self._late(exc, limit, what) from exc
         return result
@@ -184,44 +185,29 @@ class Core:
         return DeadlineExceeded(f"{what} did not complete within {limit:g} s")
 
 
+async def _in_window(
+    window: SendWindow, send: Callable[..., Awaitable[T]], args: tuple[Any, ...]
+) -> T:
+    ticket = window.turn()
+    if ticket is not None:
+        try:
+            await ticket
+        except BaseException:
+            window.left_waiting(ticket)
+            raise
+    try:
+        return await send(*args)
+    finally:
+        window.leave()
+
+
 if sys.version_info >= (3, 11):
 
     async def _within(limit: float, awaitable: Awaitable[Any]) -> Any:
         async with asyncio.timeout(limit):  # no extra task, unlike wait_for on 3.11
             return await awaitable
 
-    def _within_window(
-        limit: float,
-        window: asyncio.Semaphore,
-        send: Callable[..., Awaitable[T]],
-        args: tuple[Any, ...],
-    ) -> Awaitable[T]:
-        return _in_window(window, send, args, limit)
-
-    async def _in_window(
-        window: asyncio.Semaphore,
-        send: Callable[..., Awaitable[T]],
-        args: tuple[Any, ...],
-        limit: float,
-    ) -> T:
-        async with asyncio.timeout(limit), window:
-            return await send(*args)
-
 else:
 
     async def _within(limit: float, awaitable: Awaitable[Any]) -> Any:
         return await asyncio.wait_for(awaitable, limit)
-
-    def _within_window(
-        limit: float,
-        window: asyncio.Semaphore,
-        send: Callable[..., Awaitable[T]],
-        args: tuple[Any, ...],
-    ) -> Awaitable[T]:
-        return asyncio.wait_for(_in_window(window, send, args), limit)
-
-    async def _in_window(
-        window: asyncio.Semaphore, send: Callable[..., Awaitable[T]], args: tuple[Any, ...]
-    ) -> T:
-        async with window:
-            return await send(*args)
