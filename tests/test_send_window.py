@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+from kiwipy.aio.core import _in_window
 from kiwipy.aio.window import SendWindow
 
 
-async def _enter(window: SendWindow) -> None:
-    ticket = window.turn()
-    if ticket is not None:
-        try:
-            await ticket
-        except BaseException:
-            window.left_waiting(ticket)
-            raise
+async def _nothing() -> None:
+    return None
 
 
 async def test_at_most_size_in_progress_and_the_others_start_in_order() -> None:
@@ -26,17 +21,13 @@ async def test_at_most_size_in_progress_and_the_others_start_in_order() -> None:
 
     async def send(i: int) -> None:
         nonlocal in_progress, most
-        await _enter(window)
-        try:
-            started.append(i)
-            in_progress += 1
-            most = max(most, in_progress)
-            await release.wait()
-            in_progress -= 1
-        finally:
-            window.leave()
+        started.append(i)
+        in_progress += 1
+        most = max(most, in_progress)
+        await release.wait()
+        in_progress -= 1
 
-    tasks = [asyncio.ensure_future(send(i)) for i in range(6)]
+    tasks = [asyncio.ensure_future(_in_window(window, send, (i,))) for i in range(6)]
     await asyncio.sleep(0.01)
     assert started == [0, 1]
     assert window.waiting == 4
@@ -49,29 +40,26 @@ async def test_at_most_size_in_progress_and_the_others_start_in_order() -> None:
 
 async def test_a_waiter_cancelled_after_its_turn_came_passes_the_turn_on() -> None:
     window = SendWindow(1)
-    await _enter(window)  # the one place is taken
-    first = asyncio.ensure_future(_enter(window))
-    second = asyncio.ensure_future(_enter(window))
+    assert window.turn() is None  # the one place is taken
+    first = asyncio.ensure_future(_in_window(window, _nothing, ()))
+    second = asyncio.ensure_future(_in_window(window, _nothing, ()))
     await asyncio.sleep(0)
     window.leave()  # the turn goes to `first`...
     first.cancel()  # ...which is cancelled before it resumes
-    await asyncio.sleep(0)
-    assert first.cancelled()
     await asyncio.wait_for(second, 5)  # the turn was passed on, not lost
-    window.leave()
+    assert first.cancelled()
     assert window.turn() is None  # and the place is free again afterwards
 
 
 async def test_a_waiter_cancelled_before_its_turn_is_skipped() -> None:
     window = SendWindow(1)
-    await _enter(window)
-    gone = asyncio.ensure_future(_enter(window))
-    later = asyncio.ensure_future(_enter(window))
+    assert window.turn() is None
+    gone = asyncio.ensure_future(_in_window(window, _nothing, ()))
+    later = asyncio.ensure_future(_in_window(window, _nothing, ()))
     await asyncio.sleep(0)
     gone.cancel()
     await asyncio.sleep(0)
     window.leave()
     await asyncio.wait_for(later, 5)
     assert gone.cancelled()
-    window.leave()
     assert window.turn() is None
