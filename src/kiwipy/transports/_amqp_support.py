@@ -274,10 +274,11 @@ class ControlChannels:
     """
 
     def __init__(self, open_channel: Callable[[], Awaitable[Any]], size: int) -> None:
+        slots = [ChannelSlot(open_channel) for _ in range(size)]
         self._free: asyncio.LifoQueue[ChannelSlot] = asyncio.LifoQueue()
-        for _ in range(size):
-            self._first = ChannelSlot(open_channel)
-            self._free.put_nowait(self._first)  # the last one put is the first one taken
+        for slot in slots:
+            self._free.put_nowait(slot)
+        self._first = slots[-1]  # last in, first out: the one taken first
 
     @contextlib.asynccontextmanager
     async def take(self) -> AsyncIterator[ChannelSlot]:
