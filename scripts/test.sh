@@ -29,7 +29,7 @@ step "bootstrap (.venv, pip install -e '.[dev]')" bash "$ROOT/scripts/bootstrap.
 step "ensure RabbitMQ" bash "$ROOT/scripts/ensure-rabbitmq.sh"
 
 PY="$ROOT/.venv/bin/python"
-step "ruff check" "$PY" -m ruff check src tests
-step "ruff format --check" "$PY" -m ruff format --check src tests
+step "ruff check" "$PY" -m ruff check src tests kiwipy_reliability bench
+step "ruff format --check" "$PY" -m ruff format --check src tests kiwipy_reliability bench
 step "mypy" "$PY" -m mypy
 step "pytest" "$PY" -m pytest "$@"

@@ -11,7 +11,7 @@ import pytest
 
 from kiwipy.settings import mask_url
 
-pytest_plugins = ["kiwipy.testing.faults.fixtures"]
+pytest_plugins = ["kiwipy_reliability.faults.fixtures"]
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 _PROBE_TIMEOUT = 2.0

@@ -20,7 +20,7 @@ def run_demo(*args: str, console_script: bool = True) -> str:
         assert KIWIPY is not None, "the kiwipy console script is not installed"
         command = [KIWIPY, "demo", *args]
     else:
-        command = [sys.executable, "-m", "kiwipy.demo", *args]
+        command = [sys.executable, "-m", "kiwipy.cli", "demo", *args]
     env = {k: v for k, v in os.environ.items() if not k.startswith("KIWIPY_")}
     completed = subprocess.run(
         command, capture_output=True, text=True, timeout=70, check=False, env=env
@@ -65,7 +65,7 @@ def test_demo_against_rabbitmq_loses_nothing_and_shows_the_redelivery(amqp_url: 
 
 
 def test_demo_without_a_broker_says_so_and_runs_in_memory() -> None:
-    # python -m kiwipy.demo is the same command as kiwipy demo.
+    # python -m kiwipy.cli demo is the same command as kiwipy demo.
     output = run_demo(
         "--url", "amqp://guest:secret-word@127.0.0.1:1/", "--tasks", "8", console_script=False
     )

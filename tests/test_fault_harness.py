@@ -14,18 +14,18 @@ from pathlib import Path
 import aiormq
 import pytest
 
-from kiwipy.testing.faults import (
+from kiwipy_reliability.faults import (
     NodeConfig,
     RabbitNode,
     TcpProxy,
     WorkerProcess,
     rabbitmq_available,
 )
-from kiwipy.testing.faults import _system as fault_system
-from kiwipy.testing.faults import fixtures as fault_fixtures
-from kiwipy.testing.faults._probe import amqp_handshake, port_is_open, wait_port_closed
-from kiwipy.testing.faults._system import pid_alive, wait_pid_gone
-from kiwipy.testing.faults.config import NodePorts
+from kiwipy_reliability.faults import _system as fault_system
+from kiwipy_reliability.faults import fixtures as fault_fixtures
+from kiwipy_reliability.faults._probe import amqp_handshake, port_is_open, wait_port_closed
+from kiwipy_reliability.faults._system import pid_alive, wait_pid_gone
+from kiwipy_reliability.faults.config import NodePorts
 
 PERSISTENT = aiormq.spec.Basic.Properties(delivery_mode=2)
 
@@ -305,7 +305,7 @@ def test_proxy_close_does_not_wait_for_stalled_peers(fresh_rabbit_node: RabbitNo
 # -- a node outlives no test run -----------------------------------------------------
 
 _ORPHAN_MAKER = """
-from kiwipy.testing.faults import RabbitNode
+from kiwipy_reliability.faults import RabbitNode
 node = RabbitNode()
 node.start()
 print("READY", node.vm_pid, node.port, node.layout.base, flush=True)

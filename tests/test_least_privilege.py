@@ -16,7 +16,7 @@ import pytest
 
 import kiwipy.aio
 from kiwipy.exceptions import BrokerError, ConnectionLost
-from kiwipy.testing.faults.node import RabbitNode
+from kiwipy_reliability.faults.node import RabbitNode
 
 pytestmark = [pytest.mark.amqp, pytest.mark.timeout(120)]
 

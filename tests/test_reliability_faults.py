@@ -1,6 +1,6 @@
 """Fault scenarios against a private RabbitMQ node, at test scale (RELIABILITY.md R4, R8, M1).
 
-Each test runs one scenario of :mod:`kiwipy.testing.reliability.scenarios` with
+Each test runs one scenario of :mod:`kiwipy_reliability.scenarios` with
 ``Scale("test")`` and asserts its figures.
 """
 
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from kiwipy.testing.faults import RabbitNode
-from kiwipy.testing.reliability.base import Scale, ScenarioResult
-from kiwipy.testing.reliability.scenarios import consumer_timeout, malformed, network_cut
+from kiwipy_reliability.base import Scale, ScenarioResult
+from kiwipy_reliability.faults import RabbitNode
+from kiwipy_reliability.scenarios import consumer_timeout, malformed, network_cut
 
 
 def _describe(result: ScenarioResult) -> str:

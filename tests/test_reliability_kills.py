@@ -12,12 +12,12 @@ import sys
 
 import pytest
 
-from kiwipy.testing.faults import RabbitNode
-from kiwipy.testing.reliability.base import STANDARD_FIGURES, Scale, ScenarioResult
-from kiwipy.testing.reliability.ledger import Ledger, percentile
-from kiwipy.testing.reliability.report import aggregate, format_table, passed
-from kiwipy.testing.reliability.scenarios import broker_kill, worker_kill, worker_stop
-from kiwipy.testing.reliability.workers import EVENT_PREFIX
+from kiwipy_reliability.base import STANDARD_FIGURES, Scale, ScenarioResult
+from kiwipy_reliability.faults import RabbitNode
+from kiwipy_reliability.ledger import Ledger, percentile
+from kiwipy_reliability.report import aggregate, format_table, passed
+from kiwipy_reliability.scenarios import broker_kill, worker_kill, worker_stop
+from kiwipy_reliability.workers import EVENT_PREFIX
 
 TEST = Scale("test")
 
@@ -141,7 +141,7 @@ def test_a_frozen_worker_is_told_it_lost_its_task(fresh_rabbit_node: RabbitNode)
 
 @pytest.mark.timeout(300)
 def test_the_command_line_runs_a_scenario_and_ends_with_json() -> None:
-    command = [sys.executable, "-m", "kiwipy.testing.reliability", "--quick", "--only"]
+    command = [sys.executable, "-m", "kiwipy_reliability", "--quick", "--only"]
     done = subprocess.run(
         [*command, "worker_kill"], capture_output=True, text=True, timeout=240, check=False
     )

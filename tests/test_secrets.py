@@ -22,9 +22,9 @@ import pytest
 import kiwipy.aio
 from kiwipy.exceptions import ConnectionLost, KiwipyError
 from kiwipy.settings import Settings
-from kiwipy.testing.faults.node import RabbitNode
-from kiwipy.testing.faults.proxy import TcpProxy
 from kiwipy.transports.amqp import AmqpTransport
+from kiwipy_reliability.faults.node import RabbitNode
+from kiwipy_reliability.faults.proxy import TcpProxy
 
 pytestmark = [pytest.mark.amqp, pytest.mark.timeout(120)]
 

@@ -21,10 +21,10 @@ import pytest
 
 from kiwipy.exceptions import ConnectionLost, TLSError
 from kiwipy.settings import Settings
-from kiwipy.testing.faults.config import TlsListener
-from kiwipy.testing.faults.node import RabbitNode
 from kiwipy.transports._amqp_tls import MINIMUM_VERSION, make_ssl_context
 from kiwipy.transports.amqp import AmqpTransport
+from kiwipy_reliability.faults.config import TlsListener
+from kiwipy_reliability.faults.node import RabbitNode
 
 trustme = pytest.importorskip("trustme")
 

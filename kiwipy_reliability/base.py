@@ -1,7 +1,7 @@
 """The interface every reliability scenario follows.
 
 A scenario module defines ``NAME: str`` and ``run(node, scale) -> ScenarioResult``: it gets a
-running private :class:`~kiwipy.testing.faults.RabbitNode` (which it may kill, freeze or
+running private :class:`~kiwipy_reliability.faults.RabbitNode` (which it may kill, freeze or
 reconfigure) and a :class:`Scale` that picks its counts.
 """
 

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import IO
 
@@ -25,6 +26,15 @@ __all__ = ["WorkerProcess"]
 
 _EOF = None
 _TERMINATE_GRACE = 5.0
+
+
+#: The repository root, which holds this harness (it is not part of the installed package).
+_HARNESS_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+def _with_harness_root(pythonpath: str | None) -> str:
+    """``PYTHONPATH`` with the harness's root first, so ``-m kiwipy_reliability...`` imports."""
+    return os.pathsep.join([_HARNESS_ROOT, *filter(None, (pythonpath or "").split(os.pathsep))])
 
 
 class WorkerProcess:
@@ -46,6 +56,7 @@ class WorkerProcess:
         else:
             self.argv = list(command)
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.env["PYTHONPATH"] = _with_harness_root(self.env.get("PYTHONPATH"))
         self.cwd = cwd
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()

@@ -1,12 +1,12 @@
 """pytest fixtures for fault-injection tests against a private RabbitMQ node.
 
-Enable them with ``pytest_plugins = ["kiwipy.testing.faults.fixtures"]`` in a
+Enable them with ``pytest_plugins = ["kiwipy_reliability.faults.fixtures"]`` in a
 ``conftest.py`` (or import them into a test module).
 
 * ``rabbit_node`` (session): one private node for the whole run, started lazily.
 * ``fresh_rabbit_node``: that node, guaranteed up (and thawed) before the test; a test
   may kill or freeze it, and runtime settings it changed are undone afterwards.
-* ``tcp_proxy``: a :class:`~kiwipy.testing.faults.TcpProxy` to the node.
+* ``tcp_proxy``: a :class:`~kiwipy_reliability.faults.TcpProxy` to the node.
 
 Without RabbitMQ installed the tests are skipped, or fail when ``CI=true``.
 """
@@ -19,8 +19,8 @@ from typing import NoReturn
 
 import pytest
 
-from kiwipy.testing.faults.node import RabbitNode
-from kiwipy.testing.faults.proxy import TcpProxy
+from kiwipy_reliability.faults.node import RabbitNode
+from kiwipy_reliability.faults.proxy import TcpProxy
 
 __all__ = ["fresh_rabbit_node", "rabbit_node", "tcp_proxy"]
 

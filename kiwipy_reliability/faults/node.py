@@ -21,15 +21,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
-from kiwipy.testing.faults._erlang import (
+from kiwipy_reliability.faults._erlang import (
     parse_ok_integer,
     reset_env_expression,
     set_env_expression,
 )
-from kiwipy.testing.faults._launcher import ServerProcess
-from kiwipy.testing.faults._probe import amqp_handshake, port_is_open, wait_port_closed
-from kiwipy.testing.faults._system import find_rabbitmq_sbin
-from kiwipy.testing.faults.config import (
+from kiwipy_reliability.faults._launcher import ServerProcess
+from kiwipy_reliability.faults._probe import amqp_handshake, port_is_open, wait_port_closed
+from kiwipy_reliability.faults._system import find_rabbitmq_sbin
+from kiwipy_reliability.faults.config import (
     LOOPBACK,
     NodeConfig,
     NodeLayout,

@@ -1,6 +1,6 @@
 """Run the reliability scenarios against one private RabbitMQ node.
 
-``python -m kiwipy.testing.reliability [--full | --quick] [--only NAME ...] [--json-only]``
+``python -m kiwipy_reliability [--full | --quick] [--only NAME ...] [--json-only]``
 
 Prints a table (figures by scenario) and, as the last line, one JSON object with the
 aggregated figures (``lost``, ``duplicated``, ``hung_futures``, ``redelivery_p99_s``,
@@ -19,12 +19,12 @@ import time
 import traceback
 from types import ModuleType
 
-from kiwipy.testing.faults import RabbitNode
-from kiwipy.testing.reliability.base import Scale, ScenarioResult
-from kiwipy.testing.reliability.report import aggregate, format_table, passed
-from kiwipy.testing.reliability.scenarios import ALL
+from kiwipy_reliability.base import Scale, ScenarioResult
+from kiwipy_reliability.faults import RabbitNode
+from kiwipy_reliability.report import aggregate, format_table, passed
+from kiwipy_reliability.scenarios import ALL
 
-_PACKAGE = "kiwipy.testing.reliability.scenarios"
+_PACKAGE = "kiwipy_reliability.scenarios"
 _START_TIMEOUT = 120.0
 
 
@@ -49,7 +49,7 @@ def load(name: str) -> ModuleType | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m kiwipy.testing.reliability", description=__doc__.split("\n\n")[0]
+        prog="python -m kiwipy_reliability", description=__doc__.split("\n\n")[0]
     )
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--full", action="store_true", help="the counts of RELIABILITY.md (long)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kiwipy.testing.reliability.base import STANDARD_FIGURES, ScenarioResult
+from kiwipy_reliability.base import STANDARD_FIGURES, ScenarioResult
 
 __all__ = ["aggregate", "format_table", "passed"]
 

@@ -1,6 +1,6 @@
 """Worker processes for the reliability scenarios.
 
-``python -m kiwipy.testing.reliability.workers --url URL --queue Q --exchange X --name W``
+``python -m kiwipy_reliability.workers --url URL --queue Q --exchange X --name W``
 subscribes to the task queue and reports, one line each on stdout, what happens to every task::
 
     EV {"ev": "ready", "w": "W", "t": ...}
@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 import kiwipy.sync
-from kiwipy.testing.faults import RabbitNode, WorkerProcess
+from kiwipy_reliability.faults import RabbitNode, WorkerProcess
 
 __all__ = [
     "EVENT_PREFIX",
@@ -54,7 +54,7 @@ def worker_command(
         sys.executable,
         "-u",
         "-m",
-        "kiwipy.testing.reliability.workers",
+        "kiwipy_reliability.workers",
         "--url",
         url,
         "--queue",

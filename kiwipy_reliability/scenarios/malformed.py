@@ -22,11 +22,11 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from kiwipy.testing.reliability.scenario_workers import WorkerLog, queue_table, start_worker
+from kiwipy_reliability.scenario_workers import WorkerLog, queue_table, start_worker
 
 if TYPE_CHECKING:
-    from kiwipy.testing.faults import RabbitNode
-    from kiwipy.testing.reliability.base import Scale, ScenarioResult
+    from kiwipy_reliability.base import Scale, ScenarioResult
+    from kiwipy_reliability.faults import RabbitNode
 
 __all__ = ["NAME", "malformed_bodies", "run"]
 
@@ -107,9 +107,9 @@ def _plan(count: int, marker: str, seed: int) -> list[tuple[str, str, bytes, str
 async def _publish(url: str, queue: str, plan: list[tuple[str, str, bytes, str | None]]) -> int:
     """Publish every message with confirms; return how many the broker did not confirm."""
     # The brief allows raw aiormq here: malformed bodies cannot be sent through kiwipy.
-    import aiormq  # noqa: TID251
-    import aiormq.abc  # noqa: TID251
-    from pamqp import commands  # noqa: TID251
+    import aiormq
+    import aiormq.abc
+    from pamqp import commands
 
     connection = await aiormq.connect(url)
     try:
@@ -141,8 +141,8 @@ async def _publish(url: str, queue: str, plan: list[tuple[str, str, bytes, str |
 
 async def _drain(url: str, queue: str, expected: int, quiet: float) -> list[dict[str, Any]]:
     """Consume ``queue`` until ``expected`` messages came or none came for ``quiet`` s."""
-    import aiormq  # noqa: TID251
-    import aiormq.abc  # noqa: TID251
+    import aiormq
+    import aiormq.abc
 
     received: list[dict[str, Any]] = []
     arrived = asyncio.Event()
@@ -180,7 +180,7 @@ def _as_text(value: Any) -> str:
 
 def run(node: RabbitNode, scale: Scale) -> ScenarioResult:
     from kiwipy.aio.rejections import REASON_HEADER
-    from kiwipy.testing.reliability.base import ScenarioResult, unique_name
+    from kiwipy_reliability.base import ScenarioResult, unique_name
 
     count = scale.pick(200, 2_000, 10_000)
     prefix = unique_name("malformed")

@@ -7,15 +7,15 @@
 * :class:`WorkerProcess` runs a worker that can be SIGKILLed, SIGSTOPped and resumed.
 
 pytest fixtures (``rabbit_node``, ``fresh_rabbit_node``, ``tcp_proxy``) live in
-:mod:`kiwipy.testing.faults.fixtures`; enable them with
-``pytest_plugins = ["kiwipy.testing.faults.fixtures"]``.
+:mod:`kiwipy_reliability.faults.fixtures`; enable them with
+``pytest_plugins = ["kiwipy_reliability.faults.fixtures"]``.
 """
 
-from kiwipy.testing.faults._system import find_rabbitmq_sbin, rabbitmq_available
-from kiwipy.testing.faults.config import NodeConfig
-from kiwipy.testing.faults.node import RabbitNode
-from kiwipy.testing.faults.processes import WorkerProcess
-from kiwipy.testing.faults.proxy import TcpProxy
+from kiwipy_reliability.faults._system import find_rabbitmq_sbin, rabbitmq_available
+from kiwipy_reliability.faults.config import NodeConfig
+from kiwipy_reliability.faults.node import RabbitNode
+from kiwipy_reliability.faults.processes import WorkerProcess
+from kiwipy_reliability.faults.proxy import TcpProxy
 
 __all__ = [
     "NodeConfig",

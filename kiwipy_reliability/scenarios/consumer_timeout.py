@@ -14,11 +14,11 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from kiwipy.testing.reliability.scenario_workers import WorkerLog, queue_table, start_worker
+from kiwipy_reliability.scenario_workers import WorkerLog, queue_table, start_worker
 
 if TYPE_CHECKING:
-    from kiwipy.testing.faults import RabbitNode
-    from kiwipy.testing.reliability.base import Scale, ScenarioResult
+    from kiwipy_reliability.base import Scale, ScenarioResult
+    from kiwipy_reliability.faults import RabbitNode
 
 __all__ = ["NAME", "run"]
 
@@ -33,7 +33,7 @@ _SHORT_AFTER = 10
 
 def run(node: RabbitNode, scale: Scale) -> ScenarioResult:
     from kiwipy import sync
-    from kiwipy.testing.reliability.base import ScenarioResult, unique_name
+    from kiwipy_reliability.base import ScenarioResult, unique_name
 
     timeout_ms = scale.pick(5_000, 20_000, 60_000)
     long_s = 2.5 * timeout_ms / 1000.0

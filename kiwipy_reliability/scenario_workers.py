@@ -1,6 +1,6 @@
 """Worker processes for the fault scenarios (``consumer_timeout``, ``malformed``).
 
-Run as ``python -m kiwipy.testing.reliability.scenario_workers <kind> <json options>``. A
+Run as ``python -m kiwipy_reliability.scenario_workers <kind> <json options>``. A
 worker connects to the broker, subscribes to its task queue and reports on stdout, one event
 per line, so the scenario (in another process) can follow it:
 
@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from kiwipy.testing.faults import RabbitNode, WorkerProcess
+    from kiwipy_reliability.faults import RabbitNode, WorkerProcess
 
 __all__ = ["WorkerLog", "main", "queue_table", "start_worker"]
 
@@ -125,7 +125,7 @@ def start_worker(kind: str, url: str, settings: dict[str, Any]) -> WorkerProcess
     """Start a scenario worker process (wait for its ``READY`` line yourself)."""
     options = json.dumps({"url": url, "settings": settings})
     argv = [sys.executable, "-u", "-m", __name__, kind, options]
-    from kiwipy.testing.faults import WorkerProcess
+    from kiwipy_reliability.faults import WorkerProcess
 
     return WorkerProcess(argv).start()
 

@@ -13,10 +13,10 @@ import time
 from functools import partial
 
 import kiwipy.sync
-from kiwipy.testing.faults import RabbitNode, WorkerProcess
-from kiwipy.testing.reliability.base import Scale, ScenarioResult, unique_name
-from kiwipy.testing.reliability.ledger import Ledger, percentile, wait_until
-from kiwipy.testing.reliability.workers import WorkerSpec, queue_counts, start_worker
+from kiwipy_reliability.base import Scale, ScenarioResult, unique_name
+from kiwipy_reliability.faults import RabbitNode, WorkerProcess
+from kiwipy_reliability.ledger import Ledger, percentile, wait_until
+from kiwipy_reliability.workers import WorkerSpec, queue_counts, start_worker
 
 __all__ = ["NAME", "run"]
 

@@ -13,8 +13,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from kiwipy.testing.faults import WorkerProcess
-from kiwipy.testing.reliability.workers import EVENT_PREFIX
+from kiwipy_reliability.faults import WorkerProcess
+from kiwipy_reliability.workers import EVENT_PREFIX
 
 __all__ = ["Delivery", "Ledger", "percentile", "wait_until"]
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
-from kiwipy.testing.faults._system import group_members, pid_alive, wait_pid_gone
+from kiwipy_reliability.faults._system import group_members, pid_alive, wait_pid_gone
 
 __all__ = ["ServerProcess"]
 

@@ -1,6 +1,6 @@
 """R4: the network between clients and broker is cut while RPCs, tasks and broadcasts flow.
 
-Every communicator connects through a :class:`~kiwipy.testing.faults.TcpProxy`: an RPC server
+Every communicator connects through a :class:`~kiwipy_reliability.faults.TcpProxy`: an RPC server
 that also consumes the task queue and sends broadcasts, RPC callers (``rpc_send`` with a
 deadline, in a loop), task publishers and broadcast subscribers. The proxy first stalls (a
 partition: nothing flows, nothing is closed) and refuses new connections, then resets every
@@ -26,12 +26,12 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from kiwipy.testing.reliability.scenario_workers import queue_table
+from kiwipy_reliability.scenario_workers import queue_table
 
 if TYPE_CHECKING:
     from kiwipy.sync import Communicator
-    from kiwipy.testing.faults import RabbitNode
-    from kiwipy.testing.reliability.base import Scale, ScenarioResult
+    from kiwipy_reliability.base import Scale, ScenarioResult
+    from kiwipy_reliability.faults import RabbitNode
 
 __all__ = ["NAME", "run"]
 
@@ -191,8 +191,8 @@ def _communicators() -> Iterator[list[Communicator]]:
 
 def run(node: RabbitNode, scale: Scale) -> ScenarioResult:
     from kiwipy import sync
-    from kiwipy.testing.faults import TcpProxy
-    from kiwipy.testing.reliability.base import ScenarioResult, unique_name
+    from kiwipy_reliability.base import ScenarioResult, unique_name
+    from kiwipy_reliability.faults import TcpProxy
 
     outage = float(scale.pick(5, 10, 30))
     callers = scale.pick(3, 5, 10)
