@@ -9,7 +9,7 @@ from typing import Any, NoReturn
 
 import yaml
 
-from kiwipy.codecs import refuse
+from kiwipy.exceptions import EncodeError
 
 _TUPLE_TAG = "tag:yaml.org,2002:python/tuple"
 
@@ -41,7 +41,7 @@ class _SafeDumper(_SafeDumperBase):
 
 
 def _yaml_refuse(_dumper: object, value: object) -> NoReturn:
-    refuse(value, "YAML")
+    raise EncodeError.unsupported(value, "YAML")
 
 
 # Reached only by values no safe representer handles (the safe dumper's "undefined" case).

@@ -34,7 +34,7 @@ import re
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from kiwipy.exceptions import DecodeError, EncodeError, KiwipyError, MessageTooLarge
+from kiwipy.exceptions import DecodeError, EncodeError, KiwipyError, MessageTooLarge, type_name
 from kiwipy.settings import Settings
 
 __all__ = ("JSON", "MSGPACK", "YAML_SAFE", "Codec", "MessageCodec", "custom_codec")
@@ -63,7 +63,7 @@ class Codec:
             raise
         except Exception as exc:
             raise EncodeError(
-                f"Cannot encode a value of type {_type_name(value)} with the {self.name} codec: "
+                f"Cannot encode a value of type {type_name(value)} with the {self.name} codec: "
                 f"{_describe(exc)}"
             ) from exc
         return _as_bytes(body, self.name)
@@ -84,13 +84,6 @@ def _describe(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _type_name(value: object) -> str:
-    cls = type(value)
-    if cls.__module__ == "builtins":
-        return cls.__qualname__
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
 def _as_bytes(body: object, codec_name: str) -> bytes:
     """Accept ``bytes`` (and ``str``, as UTF-8) from an encoder; refuse anything else."""
     if isinstance(body, bytes):
@@ -102,20 +95,14 @@ def _as_bytes(body: object, codec_name: str) -> bytes:
             raise EncodeError(f"The {codec_name} encoder returned a str that is not UTF-8") from exc
     if isinstance(body, bytearray | memoryview):
         return bytes(body)
-    raise EncodeError(
-        f"The {codec_name} encoder returned {_type_name(body)}; expected bytes or str"
-    )
-
-
-def refuse(value: object, codec_name: str) -> NoReturn:
-    raise EncodeError(f"Values of type {_type_name(value)} cannot be encoded as {codec_name}")
+    raise EncodeError(f"The {codec_name} encoder returned {type_name(body)}; expected bytes or str")
 
 
 # --- JSON ----------------------------------------------------------------------------------------
 
 
 def _json_default(value: object) -> NoReturn:
-    refuse(value, "JSON")
+    raise EncodeError.unsupported(value, "JSON")
 
 
 # kiwipy 0.9 peers read JSON with a YAML 1.1 parser, which takes ``1e+20`` for a string: a float
@@ -168,7 +155,7 @@ def _msgpack() -> Any:
 
 
 def _msgpack_default(value: object) -> NoReturn:
-    refuse(value, "msgpack")
+    raise EncodeError.unsupported(value, "msgpack")
 
 
 def _msgpack_dumps(value: Any) -> bytes:

@@ -162,6 +162,11 @@ class MessageError(KiwipyError, ValueError):
 class EncodeError(MessageError):
     """A value could not be encoded with the chosen codec."""
 
+    @classmethod
+    def unsupported(cls, value: object, codec_name: str) -> EncodeError:
+        """The error for a value of a type that ``codec_name`` cannot write."""
+        return cls(f"Values of type {type_name(value)} cannot be encoded as {codec_name}")
+
 
 class DecodeError(MessageError):
     """A message body could not be decoded."""
@@ -169,3 +174,11 @@ class DecodeError(MessageError):
 
 class MessageTooLarge(MessageError):
     """A message body is larger than the configured cap."""
+
+
+def type_name(value: object) -> str:
+    """``value``'s type as errors name it: ``int``, or ``module.Class`` outside the builtins."""
+    cls = type(value)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
