@@ -415,7 +415,7 @@ def demo(n_tasks: int, workers: int, task_seconds: float, connection: Connection
     follows the workers' broadcasts, SIGKILLs one worker in the middle of a task and proves with
     the numbers that every task completed. Without a broker, runs in memory (threads, no kill).
     """
-    from kiwipy.demo import run_demo
+    from kiwipy.cli._demo import run_demo
 
     return run_demo(connection, tasks=n_tasks, workers=workers, task_seconds=task_seconds)
 

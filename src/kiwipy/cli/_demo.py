@@ -1,7 +1,7 @@
 """The demo: worker processes, a pause by RPC, a SIGKILL in the middle of a task, nothing lost.
 
-Run it with ``kiwipy demo`` (or ``python -m kiwipy.demo``, the same command). It starts worker
-processes (``kiwipy worker kiwipy.demo:work``), sends tasks with a progress bar, pauses and
+Run it with ``kiwipy demo`` (or ``python -m kiwipy.cli demo``, the same command). It starts worker
+processes (``kiwipy worker kiwipy.cli._demo:work``), sends tasks with a progress bar, pauses and
 resumes one worker by RPC, follows the workers' ``task.<id>.started`` / ``finished`` broadcasts
 through a :class:`~kiwipy.filters.BroadcastFilter`, SIGKILLs one worker while it runs a task,
 and ends with a summary the numbers prove: every task confirmed by the broker completed, the
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from kiwipy.cli._worker import Worker
     from kiwipy.sync import Communicator
 
-__all__ = ("main", "run_demo", "work")
+__all__ = ("run_demo", "work")
 
 START_BROKER = (
     "sudo apt-get install -y rabbitmq-server && sudo rabbitmq-server -detached "
@@ -90,7 +90,7 @@ class _Events:
 
 
 class _Processes:
-    """Worker processes running ``kiwipy worker kiwipy.demo:work``."""
+    """Worker processes running ``kiwipy worker kiwipy.cli._demo:work``."""
 
     def __init__(self, url: str, prefix: str) -> None:
         self._env = {
@@ -104,7 +104,7 @@ class _Processes:
 
     def start(self, name: str) -> None:
         log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop_all
-        command = [sys.executable, "-m", "kiwipy.cli", "worker", "kiwipy.demo:work"]
+        command = [sys.executable, "-m", "kiwipy.cli", "worker", "kiwipy.cli._demo:work"]
         command += ["--name", name, "--events", "--prefetch", "1", "--quiet"]
         self.procs[name] = subprocess.Popen(  # noqa: S603
             command, env=self._env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
@@ -411,15 +411,3 @@ def _summary(console: Console, outcome: dict[str, Any], on_rabbitmq: bool) -> No
         f"time {outcome['seconds']:.1f} s" + ("" if on_rabbitmq else " (in-memory transport)"),
         soft_wrap=True,
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m kiwipy.demo [OPTIONS]``: the same as ``kiwipy demo [OPTIONS]``."""
-    from kiwipy.cli import main as cli_main
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    return cli_main(["demo", *args])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
