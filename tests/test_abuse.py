@@ -16,8 +16,8 @@ import pytest
 
 import kiwipy.aio
 from kiwipy import messages
-from kiwipy.aio import replies
-from kiwipy.aio.communicator import AsyncCommunicator
+from kiwipy.aio import _replies as replies
+from kiwipy.aio._communicator import AsyncCommunicator
 from kiwipy.exceptions import MessageTooLarge
 
 pytestmark = [pytest.mark.amqp, pytest.mark.timeout(180)]
@@ -101,7 +101,7 @@ async def test_unsolicited_and_replayed_replies_never_resolve_and_are_counted(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="kiwipy.aio.replies")
+    caplog.set_level(logging.WARNING, logger="kiwipy.aio._replies")
     monkeypatch.setattr(replies, "UNMATCHED_LOG_INTERVAL", 3600.0)
     futures = communicator._core.replies
     await communicator.add_rpc_subscriber(echo, "echo")
@@ -151,7 +151,7 @@ async def test_the_warning_carries_the_count_since_the_last_one(
 ) -> None:
     from kiwipy.transports.base import Message
 
-    caplog.set_level(logging.WARNING, logger="kiwipy.aio.replies")
+    caplog.set_level(logging.WARNING, logger="kiwipy.aio._replies")
     monkeypatch.setattr(replies, "UNMATCHED_LOG_INTERVAL", 0.2)
     futures = communicator._core.replies
     stray = Message(b'{"result": 1}', "application/json", "nobody", None)

@@ -19,7 +19,7 @@ import kiwipy.sync
 from kiwipy.aio import AsyncCommunicator, AsyncTaskQueue
 from kiwipy.exceptions import DeadlineExceeded, InvalidStateError
 from kiwipy.sync import Communicator, TaskQueue
-from kiwipy.sync.portal import Portal
+from kiwipy.sync._portal import Portal
 
 # -- the two facades match --------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ import yaml
 
 import kiwipy
 import kiwipy.rmq
-from kiwipy.rmq import arguments as rmq_arguments
+from kiwipy.rmq import _arguments as rmq_arguments
 from kiwipy.rmq import defaults
 from kiwipy.rmq.threadcomms import RmqThreadCommunicator
 
@@ -474,7 +474,7 @@ async def test_ensure_coroutine_awaits_what_a_plain_callable_returns() -> None:
 
 def test_weak_callback_keeps_callables_that_cannot_be_weakly_referenced() -> None:
     getter = operator.itemgetter(1)
-    assert kiwipy.aio.futures.weak_callback(getter) is getter
+    assert kiwipy.aio._futures.weak_callback(getter) is getter
 
 
 def test_broadcast_message_create() -> None:

@@ -8,7 +8,7 @@ import gc
 import pytest
 
 import kiwipy.aio
-from kiwipy.aio.incoming import IncomingTask
+from kiwipy.aio._incoming import IncomingTask
 
 pytestmark = pytest.mark.amqp
 

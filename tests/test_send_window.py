@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from kiwipy.aio.core import _in_window
-from kiwipy.aio.window import SendWindow
+from kiwipy.aio._core import _in_window
+from kiwipy.aio._window import SendWindow
 
 
 async def _nothing() -> None:

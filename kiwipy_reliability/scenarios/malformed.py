@@ -179,7 +179,7 @@ def _as_text(value: Any) -> str:
 
 
 def run(node: RabbitNode, scale: Scale) -> ScenarioResult:
-    from kiwipy.aio.rejections import REASON_HEADER
+    from kiwipy.aio._rejections import REASON_HEADER
     from kiwipy_reliability.base import ScenarioResult, unique_name
 
     count = scale.pick(200, 2_000, 10_000)

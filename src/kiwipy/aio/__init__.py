@@ -6,9 +6,9 @@ future = await communicator.rpc_send("doubler", 21)
 assert await future == 42
 """
 
-from kiwipy.aio.communicator import AsyncCommunicator, connect
-from kiwipy.aio.incoming import IncomingTask, TaskState, current_incoming_task
-from kiwipy.aio.tasks import AsyncTaskQueue
+from kiwipy.aio._communicator import AsyncCommunicator, connect
+from kiwipy.aio._incoming import IncomingTask, TaskState, current_incoming_task
+from kiwipy.aio._tasks import AsyncTaskQueue
 
 __all__ = (
     "AsyncCommunicator",

@@ -150,7 +150,7 @@ def list_tasks(connection: ConnectionOptions, queue_name: str | None, limit: int
 def purge_tasks(connection: ConnectionOptions, queue_name: str) -> None:
     purged = 0
     # A purged task without a reply address would log "Task without reply failed" each.
-    logging.getLogger("kiwipy.aio.incoming").setLevel(logging.ERROR)
+    logging.getLogger("kiwipy.aio._incoming").setLevel(logging.ERROR)
     with connection.connect() as communicator:
         queue = communicator.task_queue(queue_name)
         for task in queue:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from kiwipy.aio import current_incoming_task
-from kiwipy.aio.incoming import IncomingTask
+from kiwipy.aio._incoming import IncomingTask
 from kiwipy.sync import Communicator
 
 __all__ = ("Worker", "load_function")

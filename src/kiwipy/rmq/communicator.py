@@ -14,10 +14,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from kiwipy.aio.communicator import AsyncCommunicator
+from kiwipy.aio._communicator import AsyncCommunicator
 from kiwipy.exceptions import CommunicatorClosed
 from kiwipy.rmq import defaults
-from kiwipy.rmq.arguments import ConnectionParams, settings_from_arguments
+from kiwipy.rmq._arguments import ConnectionParams, settings_from_arguments
 from kiwipy.rmq.tasks import RmqTaskQueue
 from kiwipy.settings import Settings
 

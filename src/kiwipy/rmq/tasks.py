@@ -1,4 +1,4 @@
-"""kiwipy 0.9's asyncio task queue names (``kiwipy.rmq.tasks``), over :mod:`kiwipy.aio.tasks`.
+"""kiwipy 0.9's asyncio task queue names (``kiwipy.rmq.tasks``), over :mod:`kiwipy.aio._tasks`.
 
 :class:`RmqTaskQueue` wraps a :class:`kiwipy.aio.AsyncTaskQueue`; ``RmqIncomingTask`` *is*
 :class:`kiwipy.aio.IncomingTask` (``body``, ``no_reply``, ``state``, ``process()``,
@@ -21,10 +21,10 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from kiwipy.aio.communicator import AsyncCommunicator
-from kiwipy.aio.tasks import AsyncTaskQueue, IncomingTask, TaskState
+from kiwipy.aio._communicator import AsyncCommunicator
+from kiwipy.aio._tasks import AsyncTaskQueue, IncomingTask, TaskState
 from kiwipy.rmq import defaults
-from kiwipy.rmq.arguments import settings_from_arguments
+from kiwipy.rmq._arguments import settings_from_arguments
 from kiwipy.settings import Settings
 
 __all__ = ("RmqTaskSubscriber", "RmqTaskPublisher", "RmqTaskQueue", "RmqIncomingTask")  # noqa: RUF022

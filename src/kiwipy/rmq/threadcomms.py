@@ -14,10 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 from kiwipy.rmq import defaults
-from kiwipy.rmq.arguments import ConnectionParams, settings_from_arguments
+from kiwipy.rmq._arguments import ConnectionParams, settings_from_arguments
 from kiwipy.settings import Settings
-from kiwipy.sync.communicator import Communicator
-from kiwipy.sync.tasks import BlockingIncomingTask, TaskQueue
+from kiwipy.sync._communicator import Communicator
+from kiwipy.sync._tasks import BlockingIncomingTask, TaskQueue
 
 __all__ = ("RmqThreadCommunicator", "RmqThreadTaskQueue", "connect")
 
@@ -37,7 +37,7 @@ class RmqThreadTaskQueue(TaskQueue):
 class RmqThreadCommunicator(Communicator):
     """The blocking communicator: an event loop on a thread does the I/O.
 
-    Arguments are kiwipy 0.9's (see :func:`kiwipy.rmq.arguments.settings_from_arguments`
+    Arguments are kiwipy 0.9's (see :func:`kiwipy.rmq._arguments.settings_from_arguments`
     for how they map onto :class:`~kiwipy.settings.Settings`): ``connection_params`` is a URL,
     a dict of aio-pika ``connect`` keywords (``url``, ``heartbeat``, ...) or ``None`` (the local
     default broker); ``connection_factory`` is ignored (kiwipy opens its own connection; a custom

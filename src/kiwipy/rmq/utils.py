@@ -17,7 +17,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from kiwipy import messages
-from kiwipy.aio.futures import call_subscriber
+from kiwipy.aio._futures import call_subscriber
 
 __all__ = ()
 

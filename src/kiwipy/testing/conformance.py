@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from kiwipy.aio.incoming import current_incoming_task
-from kiwipy.aio.rejections import ORIGIN_HEADER, REASON_HEADER
+from kiwipy.aio._incoming import current_incoming_task
+from kiwipy.aio._rejections import ORIGIN_HEADER, REASON_HEADER
 from kiwipy.exceptions import (
     CommunicatorClosed,
     DeadlineExceeded,

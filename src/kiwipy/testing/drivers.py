@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from kiwipy.settings import Settings
-from kiwipy.sync.communicator import Communicator
-from kiwipy.sync.tasks import BlockingIncomingTask, TaskQueue
+from kiwipy.sync._communicator import Communicator
+from kiwipy.sync._tasks import BlockingIncomingTask, TaskQueue
 
 __all__ = ("BlockingDriver", "connect_blocking")
 

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from kiwipy import messages
-from kiwipy.aio.core import Core
+from kiwipy.aio._core import Core
 from kiwipy.exceptions import InvalidStateError
 from kiwipy.transports.base import Delivery
 

@@ -17,15 +17,15 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from kiwipy import messages
-from kiwipy.aio.core import Core
-from kiwipy.aio.futures import done_future, follow_pending
-from kiwipy.aio.incoming import (
+from kiwipy.aio._core import Core
+from kiwipy.aio._futures import done_future, follow_pending
+from kiwipy.aio._incoming import (
     IncomingTask,
     TaskState,
     current_incoming_task,
     reset_current_incoming_task,
 )
-from kiwipy.aio.rejections import Rejections
+from kiwipy.aio._rejections import Rejections
 from kiwipy.exceptions import (
     DuplicateSubscriberIdentifier,
     MessageError,

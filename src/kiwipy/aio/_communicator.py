@@ -10,10 +10,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from kiwipy import messages
-from kiwipy.aio.broadcasts import Broadcasts, BroadcastSubscriber
-from kiwipy.aio.core import Core
-from kiwipy.aio.futures import Invoker, call_subscriber, follow_pending, is_future, weak_callback
-from kiwipy.aio.tasks import AsyncTaskQueue
+from kiwipy.aio._broadcasts import Broadcasts, BroadcastSubscriber
+from kiwipy.aio._core import Core
+from kiwipy.aio._futures import Invoker, call_subscriber, follow_pending, is_future, weak_callback
+from kiwipy.aio._tasks import AsyncTaskQueue
 from kiwipy.exceptions import (
     CommunicatorClosed,
     ConnectionLost,

@@ -17,7 +17,7 @@ import logging
 from typing import Any
 
 from kiwipy import messages
-from kiwipy.aio.core import Core
+from kiwipy.aio._core import Core
 from kiwipy.exceptions import TaskRejected
 from kiwipy.transports.base import Delivery, Message
 

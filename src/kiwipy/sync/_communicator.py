@@ -9,14 +9,14 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
 from kiwipy import communications
-from kiwipy.aio.communicator import AsyncCommunicator
-from kiwipy.aio.futures import weak_callback
+from kiwipy.aio._communicator import AsyncCommunicator
+from kiwipy.aio._futures import weak_callback
 from kiwipy.exceptions import CommunicatorClosed
 from kiwipy.settings import Settings
-from kiwipy.sync.callbacks import CallbackThreads
-from kiwipy.sync.futures import to_concurrent
-from kiwipy.sync.portal import Portal
-from kiwipy.sync.tasks import TaskQueue
+from kiwipy.sync._callbacks import CallbackThreads
+from kiwipy.sync._futures import to_concurrent
+from kiwipy.sync._portal import Portal
+from kiwipy.sync._tasks import TaskQueue
 
 __all__ = ("Communicator", "connect")
 

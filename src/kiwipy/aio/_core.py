@@ -10,9 +10,9 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from kiwipy import messages
-from kiwipy.aio.futures import Invoker
-from kiwipy.aio.replies import ReplyFutures
-from kiwipy.aio.window import SendWindow
+from kiwipy.aio._futures import Invoker
+from kiwipy.aio._replies import ReplyFutures
+from kiwipy.aio._window import SendWindow
 from kiwipy.codecs import MessageCodec
 from kiwipy.exceptions import CommunicatorClosed, ConnectionLost, DeadlineExceeded, MessageError
 from kiwipy.settings import Settings

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from kiwipy.aio.futures import is_future
+from kiwipy.aio._futures import is_future
 
 __all__ = ("CallbackThreads",)
 

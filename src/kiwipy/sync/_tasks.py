@@ -1,4 +1,4 @@
-"""Blocking task queues and incoming tasks, delegating to :mod:`kiwipy.aio.tasks`."""
+"""Blocking task queues and incoming tasks, delegating to :mod:`kiwipy.aio._tasks`."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import contextlib
 from collections.abc import Callable, Coroutine, Iterable, Iterator
 from typing import Any, TypeVar
 
-from kiwipy.aio.futures import done_future
-from kiwipy.aio.tasks import AsyncTaskQueue, IncomingTask, TaskState
+from kiwipy.aio._futures import done_future
+from kiwipy.aio._tasks import AsyncTaskQueue, IncomingTask, TaskState
 from kiwipy.exceptions import QueueEmpty
-from kiwipy.sync.futures import to_concurrent
-from kiwipy.sync.portal import Portal
+from kiwipy.sync._futures import to_concurrent
+from kiwipy.sync._portal import Portal
 
 __all__ = ("BlockingIncomingTask", "TaskQueue")
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kiwipy import messages
-from kiwipy.aio.core import Core
+from kiwipy.aio._core import Core
 from kiwipy.exceptions import DuplicateSubscriberIdentifier, MessageError
 from kiwipy.transports.base import Message, Subscription
 

@@ -6,7 +6,7 @@ import asyncio
 import concurrent.futures
 from typing import Any
 
-from kiwipy.sync.portal import Portal
+from kiwipy.sync._portal import Portal
 
 __all__ = ("to_concurrent",)
 
