@@ -12,9 +12,9 @@ import asyncio
 
 import _bench_path  # noqa: F401 (bench/ on sys.path)
 import common
-import peerlib
 import kiwipy_patterns
 import patterns_ours
+import peerlib
 import workers
 from common import WAIT_TIMEOUT_S, Result, check_answers, monotonic, payload
 

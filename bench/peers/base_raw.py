@@ -12,8 +12,8 @@ import asyncio
 
 import _bench_path  # noqa: F401 (bench/ on sys.path)
 import common
-import peerlib
 import patterns_raw
+import peerlib
 import workers
 from common import WAIT_TIMEOUT_S, Names, Result, check_answers, monotonic, payload
 

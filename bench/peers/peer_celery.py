@@ -13,6 +13,7 @@ objects shared by every Celery worker on the broker, and nothing here needs them
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import threading
@@ -67,7 +68,7 @@ def make_app(args: argparse.Namespace, counter: workers.Counter | None = None) -
 
 
 def tasks(args: argparse.Namespace) -> Result:
-    """(a) / (b): every task sent (each ``apply_async`` waits for its confirm), then every result."""
+    """(a) / (b): every task sent (each waits for its confirm), then every result."""
     bodies = peerlib.payloads(0, args.n)
     with peerlib.pool(SCRIPT, args, args.warmup + args.n) as pool:
         app = make_app(args)
@@ -144,10 +145,8 @@ def worker(args: argparse.Namespace) -> None:
         without_mingle=True,
         without_gossip=True,
     )
-    try:
+    with contextlib.suppress(SystemExit):  # how Celery's worker ends after a warm shutdown
         celery_worker.start()
-    except SystemExit:
-        pass
     workers.say_bye(counter)
 
 

@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
 
 os.environ.setdefault("dramatiq_queue_prefetch", "100")  # read when dramatiq.worker is imported
 
-from typing import Any  # noqa: E402
-
-import _bench_path  # noqa: E402, F401 (bench/ on sys.path)
-import common  # noqa: E402
-import peerlib  # noqa: E402
-import workers  # noqa: E402
-from common import (  # noqa: E402
+import _bench_path  # noqa: F401 (bench/ on sys.path)
+import common
+import peerlib
+import workers
+from common import (
     WAIT_TIMEOUT_S,
     Result,
     Timer,
@@ -66,7 +65,9 @@ class Bench:
 
     def get(self, messages: list[Any], first: int = 0) -> float:
         timeout_ms = int(WAIT_TIMEOUT_S * 1000)
-        values = [m.get_result(backend=self.backend, block=True, timeout=timeout_ms) for m in messages]
+        values = [
+            m.get_result(backend=self.backend, block=True, timeout=timeout_ms) for m in messages
+        ]
         end = monotonic()
         check_answers(values, first)
         return end

@@ -115,8 +115,11 @@ def rows(
 ) -> tuple[list[str], list[list[str]]]:
     header = ["system", *(f"{f.title} [{f.unit}]" for f in FIGURES), "results via"]
     body = [
-        [system, *(cell(vals[f.name][system], system, raw, ours) for f in FIGURES)]
-        + [notes.get(system, "")]
+        [
+            system,
+            *(cell(vals[f.name][system], system, raw, ours) for f in FIGURES),
+            notes.get(system, ""),
+        ]
         for system in systems
     ]
     return header, body
