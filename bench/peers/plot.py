@@ -31,10 +31,10 @@ def main() -> None:
 
     systems = list(values["tasks_reply"])
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
-    _bars(left, values, systems, RATES + RATES_SEQ)
+    _bars(left, values, systems, RATES + RATES_SEQ, "%.0f")
     left.set_ylabel("messages / s (higher is better)")
     left.set_title("throughput, N tasks, 1 worker process")
-    _bars(right, values, systems, LATENCIES)
+    _bars(right, values, systems, LATENCIES, "%.2f")
     right.set_ylabel("ms (lower is better)")
     right.set_title("(c) one task at a time: round trip")
     if args.title:
@@ -44,13 +44,13 @@ def main() -> None:
     fig.savefig(args.out, dpi=110)
 
 
-def _bars(axes, values, systems, series) -> None:  # type: ignore[no-untyped-def]
+def _bars(axes, values, systems, series, fmt) -> None:  # type: ignore[no-untyped-def]
     width = 0.8 / len(series)
     for k, (figure, label) in enumerate(series):
         heights = [values[figure][system]["value"] or 0.0 for system in systems]
         positions = [i + (k - (len(series) - 1) / 2) * width for i in range(len(systems))]
         bars = axes.bar(positions, heights, width, label=label)
-        axes.bar_label(bars, fmt="%.3g", fontsize=7, padding=1)
+        axes.bar_label(bars, fmt=fmt, fontsize=7, padding=1)
     axes.set_xticks(range(len(systems)), systems, rotation=20)
     axes.legend(fontsize=8)
     axes.grid(axis="y", alpha=0.3)

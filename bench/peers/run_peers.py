@@ -1,7 +1,7 @@
 """kiwipy side by side with raw aiormq, Celery, dramatiq, FastStream and taskiq, in one run.
 
     .venv/bin/python bench/peers/run_peers.py --setup --quick   # make missing peer venvs first
-    .venv/bin/python bench/peers/run_peers.py --quick           # about 5 minutes
+    .venv/bin/python bench/peers/run_peers.py --quick           # about 4 minutes
     .venv/bin/python bench/peers/run_peers.py --tiny            # well under a minute
     .venv/bin/python bench/peers/run_peers.py --quick --kiwipy-url local://...  # + kiwipy-local
 
