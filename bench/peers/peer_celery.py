@@ -64,6 +64,17 @@ def make_app(args: argparse.Namespace, counter: workers.Counter | None = None) -
     return app
 
 
+def close(app: Any) -> None:
+    """Delete this client's ``rpc://`` reply queue, then close the app.
+
+    The queue is auto-delete, but a client that never consumed it (tasks without results)
+    would leave it on the broker.
+    """
+    with app.connection_for_write() as connection:
+        connection.default_channel.queue_delete(app.backend.oid)
+    app.close()
+
+
 # -- drivers -------------------------------------------------------------------------------------
 
 
@@ -83,7 +94,7 @@ def tasks(args: argparse.Namespace) -> Result:
             sent = [app.send_task(name, (body,), producer=producer) for body in bodies]
             timer.all_sent()
             end = pool.done_time() if args.no_reply else _results_time(sent)
-        app.close()
+        close(app)
     return {**timer.throughput(args.n, end), **pool.summary()}
 
 
@@ -116,7 +127,7 @@ def task_latency(args: argparse.Namespace) -> Result:
                     samples.append(monotonic() - start)
                 check_answers([value], i)
             elapsed = monotonic() - start_all
-        app.close()
+        close(app)
     return {**peerlib.sequential_summary(samples, elapsed), **pool.summary()}
 
 
