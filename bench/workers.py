@@ -21,6 +21,8 @@ from common import WAIT_TIMEOUT_S, cpu_s, monotonic, peak_rss_mb
 
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
+#: The words of the protocol; a worker's other stdout lines are ignored.
+PROTOCOL = ("READY", "DONE", "BYE")
 
 # -- the worker's side ---------------------------------------------------------------------------
 
@@ -105,7 +107,8 @@ class WorkerProcess:
             if line is None:
                 raise RuntimeError(f"worker exited (rc={self._proc.wait()}) before {word}")
             said, _, rest = line.partition(" ")
-            self.said[said] = json.loads(rest) if rest else {}
+            if said in PROTOCOL:  # a library may print to stdout too (Celery's worker does)
+                self.said[said] = json.loads(rest) if rest else {}
         return self.said[word]
 
     def tell_to_stop(self) -> None:
