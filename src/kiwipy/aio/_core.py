@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from kiwipy import messages
+from kiwipy._owned import OwnedTasks
 from kiwipy.aio._futures import Invoker
 from kiwipy.aio._replies import ReplyFutures
 from kiwipy.aio._window import SendWindow
@@ -51,7 +52,7 @@ class Core:
         self.replies = ReplyFutures(transport, self.codec)
         self.invoke = invoke
         self._subscriber_target = subscriber_target
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = OwnedTasks(_LOGGER)
         self._settling = 0
         self._all_settled = asyncio.Event()
         self._warned: set[str] = set()
@@ -74,16 +75,7 @@ class Core:
 
     def spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]:
         """Run ``coro`` as a task owned by the communicator (cancelled by :meth:`close`)."""
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-
-        def forget(done: asyncio.Task[Any]) -> None:
-            self._tasks.discard(done)
-            if not done.cancelled() and done.exception() is not None:
-                _LOGGER.error("%s failed", what, exc_info=done.exception())
-
-        task.add_done_callback(forget)
-        return task
+        return self._tasks.spawn(coro, what)
 
     async def protect(self, settlement: Coroutine[Any, Any, None]) -> None:
         """Run a settlement (reply, then ack) to its end; :meth:`close` waits for these first.
@@ -109,10 +101,7 @@ class Core:
                 await asyncio.wait_for(self._all_settled.wait(), timeout)
 
     async def cancel_tasks(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.close()
 
     def encode(self, value: Any) -> tuple[bytes, str | None]:
         return self.codec.encode(value)

@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from kiwipy._owned import OwnedTasks
 from kiwipy.exceptions import (
     CommunicatorClosed,
     DuplicateSubscriberIdentifier,
@@ -301,7 +302,7 @@ class MemoryTransport(Transport):
         self._broker = get_broker(urllib.parse.urlsplit(settings.url).netloc)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = OwnedTasks(_LOGGER)
         self._message_tasks: set[asyncio.Task[None]] = set()
         self._close_callbacks: list[CloseCallback] = []
 
@@ -315,10 +316,7 @@ class MemoryTransport(Transport):
         self._closed = True
         for delivery in self._broker.disconnect(self):
             delivery.went_stale()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.close()
         for callback in self._close_callbacks:
             callback(None)
 
@@ -360,17 +358,10 @@ class MemoryTransport(Transport):
         if self._closed:
             coro.close()
             return
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
+        task = self._tasks.spawn(coro, "Handler")
         if message:
             self._message_tasks.add(task)
             task.add_done_callback(self._message_tasks.discard)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            _LOGGER.error("Handler failed", exc_info=task.exception())
 
     def _ensure_open(self) -> None:
         if self._closed:
