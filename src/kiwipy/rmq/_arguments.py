@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import urllib.parse
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kiwipy.rmq import defaults
 from kiwipy.settings import DEFAULT_URL, Settings
 
-__all__ = ("ConnectionParams", "settings_from_arguments")
+__all__ = ("ConnectionParams", "settings_from_arguments", "settings_from_call")
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -52,6 +52,24 @@ def settings_from_arguments(
     return Settings.from_url(url, **options)
 
 
+#: Names in an entry point's ``locals()`` that are not kiwipy 0.9 arguments.
+_NOT_ARGUMENTS = ("self", "cls", "__class__")
+
+
+def settings_from_call(arguments: Mapping[str, Any]) -> Settings:
+    """The settings of one call to a kiwipy 0.9 entry point, built once.
+
+    ``arguments`` is the entry point's ``locals()``, taken first thing, so that its signature
+    stays kiwipy 0.9's while the eleven keywords are mapped in one place. A
+    :class:`Settings` given as the connection is used as it is.
+    """
+    options = {name: value for name, value in arguments.items() if name not in _NOT_ARGUMENTS}
+    connection = options.pop("connection_params", None) or options.pop("connection", None)
+    if isinstance(connection, Settings):
+        return connection
+    return settings_from_arguments(connection, **options)
+
+
 def _check_factory(factory: Callable[..., Any]) -> None:
     """Warn once if a custom connection factory is given: kiwipy cannot call it."""
     global _FACTORY_WARNED
@@ -64,7 +82,7 @@ def _check_factory(factory: Callable[..., Any]) -> None:
     warnings.warn(
         f"kiwipy opens its connection itself; the connection_factory {factory!r} is ignored",
         UserWarning,
-        stacklevel=4,
+        stacklevel=5,
     )
 
 
@@ -91,7 +109,7 @@ def _url_and_options(params: ConnectionParams) -> tuple[str, dict[str, Any]]:
         warnings.warn(
             f"connection_params keys ignored by kiwipy: {', '.join(sorted(unknown))}",
             UserWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
     options = {_OPTION_NAMES[key]: params[key] for key in _OPTION_NAMES if key in params}
     url = params.get("url") or _build_url(params)

@@ -17,7 +17,7 @@ from typing import Any
 from kiwipy.aio._communicator import AsyncCommunicator
 from kiwipy.exceptions import CommunicatorClosed
 from kiwipy.rmq import defaults
-from kiwipy.rmq._arguments import ConnectionParams, settings_from_arguments
+from kiwipy.rmq._arguments import ConnectionParams, settings_from_call
 from kiwipy.rmq.tasks import RmqTaskQueue
 from kiwipy.settings import Settings
 
@@ -54,27 +54,12 @@ class RmqCommunicator(AsyncCommunicator):
         decoder: Callable[[bytes], Any] = defaults.DECODER,
         testing_mode: bool = False,
     ) -> None:
-        if isinstance(connection, Settings):
-            settings = connection
-        elif isinstance(connection, str):
-            settings = settings_from_arguments(
-                connection,
-                message_exchange=message_exchange,
-                queue_expires=queue_expires,
-                task_exchange=task_exchange,
-                task_queue=task_queue,
-                task_prefetch_size=task_prefetch_size,
-                task_prefetch_count=task_prefetch_count,
-                encoder=encoder,
-                decoder=decoder,
-                testing_mode=testing_mode,
-            )
-        else:
+        if not isinstance(connection, Settings | str):
             raise TypeError(
                 "RmqCommunicator takes a broker URL or kiwipy Settings, not a connection "
                 f"object ({type(connection).__name__}); kiwipy opens its own connection"
             )
-        super().__init__(settings)
+        super().__init__(settings_from_call(locals()))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected = False
         self._default_queue_wrapper: RmqTaskQueue | None = None
@@ -192,21 +177,8 @@ async def async_connect(
     decoder: Callable[[bytes], Any] = defaults.DECODER,
     testing_mode: bool = False,
 ) -> RmqCommunicator:
-    """Return a connected :class:`RmqCommunicator` (see :func:`settings_from_arguments`)."""
-    settings = settings_from_arguments(
-        connection_params,
-        connection_factory,
-        message_exchange=message_exchange,
-        queue_expires=queue_expires,
-        task_exchange=task_exchange,
-        task_queue=task_queue,
-        task_prefetch_size=task_prefetch_size,
-        task_prefetch_count=task_prefetch_count,
-        encoder=encoder,
-        decoder=decoder,
-        testing_mode=testing_mode,
-    )
-    communicator = RmqCommunicator(settings)
+    """Return a connected :class:`RmqCommunicator` (see :func:`settings_from_call`)."""
+    communicator = RmqCommunicator(settings_from_call(locals()))
     try:
         await communicator.connect()
     except BaseException:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kiwipy.rmq import defaults
-from kiwipy.rmq._arguments import ConnectionParams, settings_from_arguments
+from kiwipy.rmq._arguments import ConnectionParams, settings_from_call
 from kiwipy.settings import Settings
 from kiwipy.sync._communicator import Communicator
 from kiwipy.sync._tasks import BlockingIncomingTask, TaskQueue
@@ -67,20 +67,7 @@ class RmqThreadCommunicator(Communicator):
         queue_expires: int = defaults.QUEUE_EXPIRES,
     ) -> RmqThreadCommunicator:
         """A connected communicator (the same as calling the class)."""
-        return cls(
-            connection_params,
-            connection_factory,
-            message_exchange=message_exchange,
-            queue_expires=queue_expires,
-            task_exchange=task_exchange,
-            task_queue=task_queue,
-            task_prefetch_size=task_prefetch_size,
-            task_prefetch_count=task_prefetch_count,
-            encoder=encoder,
-            decoder=decoder,
-            testing_mode=testing_mode,
-            async_task_timeout=async_task_timeout,
-        )
+        return cls(settings_from_call(locals()))
 
     def __init__(
         self,
@@ -97,24 +84,7 @@ class RmqThreadCommunicator(Communicator):
         testing_mode: bool = False,
         async_task_timeout: float = TASK_TIMEOUT,
     ) -> None:
-        if isinstance(connection_params, Settings):
-            settings = connection_params
-        else:
-            settings = settings_from_arguments(
-                connection_params,
-                connection_factory,
-                message_exchange=message_exchange,
-                queue_expires=queue_expires,
-                task_exchange=task_exchange,
-                task_queue=task_queue,
-                task_prefetch_size=task_prefetch_size,
-                task_prefetch_count=task_prefetch_count,
-                encoder=encoder,
-                decoder=decoder,
-                testing_mode=testing_mode,
-                async_task_timeout=async_task_timeout,
-            )
-        super().__init__(settings)
+        super().__init__(settings_from_call(locals()))
 
     def __enter__(self) -> RmqThreadCommunicator:
         return self
@@ -159,17 +129,4 @@ def connect(
 ) -> RmqThreadCommunicator:
     """Connect a blocking :class:`RmqThreadCommunicator` (kiwipy 0.9's arguments; the
     keyword-only ``queue_expires`` and ``async_task_timeout`` are new here)."""
-    return RmqThreadCommunicator.connect(
-        connection_params,
-        connection_factory,
-        message_exchange=message_exchange,
-        task_exchange=task_exchange,
-        task_queue=task_queue,
-        task_prefetch_size=task_prefetch_size,
-        task_prefetch_count=task_prefetch_count,
-        encoder=encoder,
-        decoder=decoder,
-        testing_mode=testing_mode,
-        async_task_timeout=async_task_timeout,
-        queue_expires=queue_expires,
-    )
+    return RmqThreadCommunicator(settings_from_call(locals()))
