@@ -12,27 +12,33 @@ The names kiwipy 0.9 exported are all here, so its users switch without edits::
 :mod:`kiwipy.aio` (the asyncio API) and :mod:`kiwipy.sync` (the blocking one) load when touched.
 """
 
-from __future__ import annotations
-
-import importlib
-import logging
-from typing import Any
+import importlib as _importlib
+import logging as _logging
+import typing as _typing
 
 # The submodules kiwipy 0.9 had as attributes of the package.
 from kiwipy import communicate, communications, exceptions, filters, futures, local, utils  # noqa: F401
 from kiwipy.communicate import connect
 from kiwipy.communications import Communicator, CommunicatorHelper
 from kiwipy.exceptions import (
+    BrokerError,
     CommunicatorClosed,
     ConnectionLost,
+    DeadlineExceeded,
+    DecodeError,
     DeliveryFailed,
     DuplicateSubscriberIdentifier,
+    EncodeError,
     InvalidStateError,
     KiwipyError,
+    MessageError,
+    MessageTooLarge,
     QueueEmpty,
     RemoteException,
+    ReplyLost,
     TaskRejected,
     TimeoutError,
+    TLSError,
     UnroutableError,
 )
 from kiwipy.filters import BroadcastFilter
@@ -46,6 +52,7 @@ from kiwipy.futures import (
     wait,
 )
 from kiwipy.local import LocalCommunicator
+from kiwipy.settings import Settings
 from kiwipy.utils import EventHelper
 
 __version__ = "1.0.0.dev0"
@@ -76,20 +83,30 @@ __all__ = (  # noqa: RUF022
     "connect",
     "KiwipyError",
     "ConnectionLost",
+    "DeadlineExceeded",
+    "ReplyLost",
+    "BrokerError",
+    "MessageError",
+    "DecodeError",
+    "EncodeError",
+    "MessageTooLarge",
+    "TLSError",
+    "Settings",
+    "NullHandler",
 )
 
 # Submodules loaded on first attribute access (``kiwipy.aio``, ``kiwipy.rmq`` ...).
 _LAZY_SUBMODULES = frozenset({"aio", "sync", "rmq", "settings", "codecs", "messages", "transports"})
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     if name in _LAZY_SUBMODULES:
-        return importlib.import_module(f"{__name__}.{name}")
+        return _importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 #: kiwipy 0.9 defined its own do-nothing handler class; the standard library's is the same thing.
-NullHandler = logging.NullHandler
+NullHandler = _logging.NullHandler
 
 # The library configures no logging; this only keeps "no handler" noise away (stdlib advice).
-logging.getLogger("kiwipy").addHandler(NullHandler())
+_logging.getLogger("kiwipy").addHandler(NullHandler())

@@ -3,19 +3,17 @@
 The AMQP client library is imported only when a RabbitMQ transport is created.
 """
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING
+import typing as _typing
 
 from kiwipy.transports.base import Delivery, Message, Subscription, Transport
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from kiwipy.settings import Settings
 
 __all__ = ("Delivery", "Message", "Subscription", "Transport", "create_transport")
 
 
-def create_transport(settings: Settings) -> Transport:
+def create_transport(settings: "Settings") -> Transport:
     """Return an unconnected transport for ``settings.url`` (``amqp://``, ``amqps://``, ``memory://``)."""
     if settings.scheme == "memory":
         from kiwipy.transports.memory import MemoryTransport
