@@ -116,6 +116,29 @@ def _families(registry: CollectorRegistry) -> _Families:
         return known[1]
 
 
+class _Children:
+    """The metrics of one (kind, destination): ``labels()`` looked up once, not per message."""
+
+    def __init__(self, families: _Families, kind: str, destination: str) -> None:
+        labels = (kind, destination)
+        self.sends_in_flight = families.sends_in_flight.labels(kind)
+        self.sent = families.sent.labels(*labels)
+        self.send_failures = families.send_failures.labels(*labels)
+        self.confirm_seconds = families.confirm_seconds.labels(*labels)
+        self.answers_result = families.answers.labels(*labels, "result")
+        self.answers_error = families.answers.labels(*labels, "error")
+        self.answer_seconds = families.answer_seconds.labels(*labels)
+        self.received = families.received.labels(*labels)
+        self.redelivered = families.redelivered.labels(*labels)
+        self.processed = {
+            outcome: families.processed.labels(*labels, outcome)
+            for outcome in ("finished", "failed", "requeued")
+        }
+        self.processing_seconds = families.processing_seconds.labels(*labels)
+        self.in_progress = families.in_progress.labels(*labels)
+        self.lost = families.lost.labels(*labels)
+
+
 class Metrics(Listener):
     """Counts and times kiwipy's messages into a Prometheus registry (module docstring)."""
 
@@ -123,44 +146,51 @@ class Metrics(Listener):
         self, registry: CollectorRegistry | None = None, *, rpc_identifiers: bool = False
     ) -> None:
         self.registry = registry if registry is not None else prometheus_client.REGISTRY
-        self._m = _families(self.registry)
+        self._families = _families(self.registry)
         self._rpc_identifiers = rpc_identifiers
+        self._children: dict[tuple[str, str], _Children] = {}
 
-    def _labels(self, message: Outgoing | Incoming) -> tuple[str, str]:
+    def _of(self, message: Outgoing | Incoming) -> _Children:
+        destination = message.destination or ""
         if message.kind == RPC and not self._rpc_identifiers:
-            return (message.kind, "")
-        return (message.kind, message.destination or "")
+            destination = ""
+        key = (message.kind, destination)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = _Children(self._families, *key)
+        return children
 
     # -- sending -------------------------------------------------------------------------------
 
     def sending(self, message: Outgoing) -> None:
-        self._m.sends_in_flight.labels(message.kind).inc()
+        self._of(message).sends_in_flight.inc()
 
     def confirmed(self, message: Outgoing) -> None:
-        labels = self._labels(message)
-        self._m.sends_in_flight.labels(message.kind).dec()
-        self._m.sent.labels(*labels).inc()
-        self._m.confirm_seconds.labels(*labels).observe(_since(message.sent_at))
+        children = self._of(message)
+        children.sends_in_flight.dec()
+        children.sent.inc()
+        children.confirm_seconds.observe(_since(message.sent_at))
 
     def send_failed(self, message: Outgoing, error: BaseException) -> None:
-        self._m.sends_in_flight.labels(message.kind).dec()
-        self._m.send_failures.labels(*self._labels(message)).inc()
+        children = self._of(message)
+        children.sends_in_flight.dec()
+        children.send_failures.inc()
 
     def answered(self, message: Outgoing, error: BaseException | None) -> None:
-        labels = self._labels(message)
-        self._m.answers.labels(*labels, "result" if error is None else "error").inc()
-        self._m.answer_seconds.labels(*labels).observe(_since(message.sent_at))
+        children = self._of(message)
+        (children.answers_result if error is None else children.answers_error).inc()
+        children.answer_seconds.observe(_since(message.sent_at))
 
     # -- receiving -----------------------------------------------------------------------------
 
     def delivered(self, message: Incoming) -> None:
-        self._m.received.labels(*self._labels(message)).inc()
+        self._of(message).received.inc()
 
     def redelivered(self, message: Incoming) -> None:
-        self._m.redelivered.labels(*self._labels(message)).inc()
+        self._of(message).redelivered.inc()
 
     def started(self, message: Incoming) -> None:
-        self._m.in_progress.labels(*self._labels(message)).inc()
+        self._of(message).in_progress.inc()
 
     def finished(self, message: Incoming) -> None:
         self._ended(message, "finished")
@@ -172,22 +202,22 @@ class Metrics(Listener):
         self._ended(message, "requeued")
 
     def lost(self, message: Incoming) -> None:
-        self._m.lost.labels(*self._labels(message)).inc()
+        self._of(message).lost.inc()
 
     def _ended(self, message: Incoming, outcome: str) -> None:
-        labels = self._labels(message)
-        self._m.processed.labels(*labels, outcome).inc()
+        children = self._of(message)
+        children.processed[outcome].inc()
         if message.started_at is not None:
-            self._m.in_progress.labels(*labels).dec()
-            self._m.processing_seconds.labels(*labels).observe(_since(message.started_at))
+            children.in_progress.dec()
+            children.processing_seconds.observe(_since(message.started_at))
 
     # -- connection ----------------------------------------------------------------------------
 
     def connection_lost(self, error: BaseException | None) -> None:
-        self._m.connection_lost.inc()
+        self._families.connection_lost.inc()
 
     def connection_restored(self) -> None:
-        self._m.reconnects.inc()
+        self._families.reconnects.inc()
 
 
 def _since(start: float) -> float:
