@@ -194,3 +194,67 @@ def test_import_kiwipy_loads_neither_opentelemetry_nor_prometheus() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+class Faults(Recorder):
+    def redelivered(self, message: Incoming) -> None:
+        self.events.append(("redelivered", message.kind, message.destination))
+
+    def lost(self, message: Incoming) -> None:
+        self.events.append(("lost", message.kind, message.destination))
+
+    def connection_lost(self, error: BaseException | None) -> None:
+        self.events.append(("connection_lost", None, None))
+
+    def connection_restored(self) -> None:
+        self.events.append(("connection_restored", None, None))
+
+
+@pytest.mark.amqp
+@pytest.mark.timeout(60)
+async def test_a_cut_link_reports_lost_task_reconnect_and_redelivery(
+    amqp_url: str, unique_name: str
+) -> None:
+    from kiwipy_reliability.faults import TcpProxy
+
+    options = {
+        "message_exchange": f"{unique_name}.messages",
+        "task_exchange": f"{unique_name}.tasks",
+        "task_queue": f"{unique_name}.tasks",
+        "testing_mode": True,
+        "reconnect_max_delay": 0.5,
+    }
+    recorder = Faults()
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def work(_comm: Any, task: Any) -> Any:
+        started.set()
+        await release.wait()
+        return task
+
+    # Given a worker whose link goes through a proxy, working on a task
+    with TcpProxy("127.0.0.1", 5672) as proxy:
+        worker = await kiwipy.aio.connect(proxy.url_for(amqp_url), **options)
+        sender = await kiwipy.aio.connect(amqp_url, **options)
+        try:
+            worker.add_listener(recorder)
+            await worker.add_task_subscriber(work)
+            future = await sender.task_send("x")
+            await asyncio.wait_for(started.wait(), 10)
+            # When the link is cut
+            started.clear()
+            proxy.cut()
+            # Then the task is lost, the link comes back, the task comes again, redelivered
+            await asyncio.wait_for(started.wait(), 20)
+            release.set()
+            assert await asyncio.wait_for(future, 10) == "x"
+        finally:
+            await sender.close()
+            await worker.close()
+    names = [event[0] for event in recorder.events]
+    assert names.count("lost") == 1
+    assert names.count("redelivered") == 1
+    assert "connection_lost" in names and "connection_restored" in names
+    assert names.index("lost") < names.index("redelivered")
+    assert names.index("connection_lost") < names.index("connection_restored")
