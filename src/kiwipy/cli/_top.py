@@ -111,8 +111,11 @@ class _Counts:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            started = time.monotonic()
             self.latest = queue_counts(self._url, self._names())
-            self._stop.wait(0.5)
+            # rabbitmqctl starts an Erlang VM each time (a second of CPU): pause as long as it
+            # took, so that top never keeps a core busy with it.
+            self._stop.wait(max(1.0, time.monotonic() - started))
 
     def stop(self) -> None:
         self._stop.set()
