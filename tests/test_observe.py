@@ -189,6 +189,7 @@ def test_the_blocking_communicator_takes_listeners() -> None:
 def test_import_kiwipy_loads_neither_opentelemetry_nor_prometheus() -> None:
     code = (
         "import sys, kiwipy, kiwipy.aio, kiwipy.sync, kiwipy.observe, kiwipy.cli._app\n"
+        "import kiwipy.cli._top, kiwipy.transports.amqp\n"
         "loaded = [m for m in sys.modules if m.startswith(('opentelemetry', 'prometheus'))]\n"
         "print(loaded)"
     )
