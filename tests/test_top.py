@@ -150,3 +150,33 @@ def test_top_renders_the_in_memory_broker_of_its_process() -> None:
     assert _cells(screen, "jobs") == ["jobs", "0", "0", "1", *(_cells(screen, "jobs") or [])[4:]]
     assert (_cells(screen, "w1") or [])[1:7] == ["jobs", "idle", "0", "4", "2", "0"]
     assert screen.count("ValueError('bad task')") == 2
+
+
+def test_top_takes_the_management_api_rates_when_it_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import json
+
+    from kiwipy.cli import _broker
+
+    class Response(io.BytesIO):
+        def __enter__(self) -> Response:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.close()
+
+    queue = {
+        "messages_ready": 5,
+        "messages_unacknowledged": 2,
+        "consumers": 3,
+        "message_stats": {"publish_details": {"rate": 12.5}, "ack_details": {"rate": 10.0}},
+    }
+    monkeypatch.setattr(
+        _broker.urllib.request, "urlopen", lambda *_a, **_k: Response(json.dumps(queue).encode())
+    )
+    report = _broker.queue_counts("amqp://guest:guest@127.0.0.1/", ["work"])
+    assert report.source == "management API"
+    counts = report.queues[0]
+    assert (counts.ready, counts.unacknowledged, counts.consumers) == (5, 2, 3)
+    assert (counts.rate_in, counts.rate_out) == (12.5, 10.0)

@@ -8,8 +8,9 @@ Where the numbers come from:
 * workers: each answers the ``"status"`` RPC at its ``--name`` (``kiwipy worker``). Workers are
   the ``--worker`` names plus every sender of ``task.*`` broadcasts (``kiwipy worker
   --events``) seen since ``top`` started.
-* rates, per second over the last refresh: *out* is the tasks the workers of the queue ended
-  (done + failed, from their statuses); *in* is out plus the growth of the queue.
+* rates: the management API's (publish and ack rates) when it answers; otherwise, per second
+  over the last refresh, *out* is the tasks the workers of the queue ended (done + failed,
+  from their statuses) and *in* is out plus the growth of the queue.
 * recent failures: the ``task.<id>.failed`` broadcasts of workers with ``--events``.
 
 Also ``--metrics-port`` of ``kiwipy worker`` (:func:`serve_metrics`).
@@ -179,6 +180,8 @@ class Top:
                 growth = self._rate(self._last_depth, queue.name, now, depth, allow_negative=True)
                 if growth is not None and out is not None:
                     rows[-1].rate_in = max(0.0, out + growth)
+            if queue.rate_in is not None or queue.rate_out is not None:  # the broker's own
+                rows[-1].rate_in, rows[-1].rate_out = queue.rate_in, queue.rate_out
         with self._lock:
             failures = list(self._failures)
         return Snapshot(datetime.datetime.now(), source, note, rows, workers, failures)
