@@ -48,3 +48,23 @@ def test_tiny_bench_runs_and_reports_every_figure(amqp_url: str) -> None:
         assert set(FIELDS) <= set(figures[name]), (name, figures[name])
         ours = figures[name]["ours"]
         assert isinstance(ours, int | float) and not isinstance(ours, bool), (name, ours)
+
+
+HOOKS_BENCH = RUN.parent / "hooks_bench.py"
+
+
+@pytest.mark.timeout(120)
+def test_tiny_hooks_bench_compiles_the_hooks_out_and_reports_every_variant() -> None:
+    done = subprocess.run(
+        [sys.executable, str(HOOKS_BENCH), "--tiny"],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["stripped_sites"] >= 10  # the baseline really runs without the hooks
+    for pattern in ("tasks", "rpc"):
+        for variant in ("baseline", "hooks", "metrics", "tracing", "extras"):
+            assert figures[f"{pattern}_{variant}"]["cpu_rate"] > 0

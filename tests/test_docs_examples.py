@@ -267,3 +267,16 @@ def test_long_tasks_memory() -> None:
 @pytest.mark.amqp
 def test_long_tasks_amqp(broker: tuple[str, str]) -> None:
     assert run_example("long_tasks.py", example_env(*broker)).splitlines() == LONG_TASKS
+
+
+OBSERVE = ["[('task failed: ValueError', 1), ('task finished', 2)]"]
+
+
+def test_observe_listener_memory() -> None:
+    out = run_example("observe_listener.py", example_env("memory://docs"))
+    assert out.splitlines() == OBSERVE
+
+
+@pytest.mark.amqp
+def test_observe_listener_amqp(broker: tuple[str, str]) -> None:
+    assert run_example("observe_listener.py", example_env(*broker)).splitlines() == OBSERVE

@@ -504,6 +504,34 @@ def test_new_rpc_to_old_server(names: Names, start_peer: Any) -> None:
     ]
 
 
+def test_old_peers_answer_messages_that_carry_trace_context(names: Names, start_peer: Any) -> None:
+    """With OpenTelemetry on, our tasks and RPCs carry traceparent headers; kiwipy 0.9 ignores
+    them and answers as usual."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from kiwipy.observe.otel import Tracing
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    worker = start_peer("worker")
+    server_id = f"old-server-{uuid.uuid4().hex}"
+    server = start_peer("rpc-server", identifier=server_id)
+    worker.wait_ready()
+    server.wait_ready()
+    with our_communicator(names) as comm:
+        comm.add_listener(Tracing(provider))
+        task = comm.task_send("traced")
+        assert task is not None
+        assert unwrap(task) == ("old:traced", 0)
+        assert unwrap(comm.rpc_send(server_id, "traced")) == ("old:traced", 0)
+    assert worker.events("task", 1)[0]["task"] == "traced"
+    produced = [span for span in exporter.get_finished_spans() if span.name.endswith("publish")]
+    assert len(produced) == 2  # so the headers were there
+
+
 # -- broadcasts --------------------------------------------------------------------------------
 
 BROADCASTS = [

@@ -15,6 +15,7 @@ from typing import Any
 from kiwipy import messages
 from kiwipy.aio._core import Core
 from kiwipy.exceptions import DuplicateSubscriberIdentifier, MessageError
+from kiwipy.observe import BROADCAST, Outgoing
 from kiwipy.transports.base import Message, Subscription
 
 __all__ = ("BroadcastSubscriber", "Broadcasts")
@@ -93,10 +94,17 @@ class Broadcasts:
 
     async def _publish(self, envelope: messages.BroadcastEnvelope) -> None:
         data, content_type = self._core.encode(messages.broadcast_body(envelope))
-        await self._core.transport.publish_broadcast(Message(data, content_type))
+        message = Message(data, content_type)
+        if (hooks := self._core.hooks) is not None:
+            outgoing = Outgoing(BROADCAST, None, _text_or_none(envelope.correlation_id))
+            await hooks.publish(outgoing, self._core.transport.publish_broadcast, message)
+        else:
+            await self._core.transport.publish_broadcast(message)
 
     async def _on_message(self, message: Message) -> None:
         # No await before the hand-off: mailboxes fill in arrival order.
+        if (hooks := self._core.hooks) is not None:
+            hooks.received(BROADCAST, None, message)
         try:
             data = self._core.codec.decode(message.body, message.content_type)
             envelope = messages.parse_broadcast(data)
@@ -105,3 +113,7 @@ class Broadcasts:
             return
         for mailbox in list(self._mailboxes.values()):
             mailbox.put(envelope)
+
+
+def _text_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)

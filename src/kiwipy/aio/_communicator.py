@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import uuid
 from collections.abc import Callable, Iterable
@@ -13,6 +14,7 @@ from kiwipy import messages
 from kiwipy.aio._broadcasts import Broadcasts, BroadcastSubscriber
 from kiwipy.aio._core import Core
 from kiwipy.aio._futures import Invoker, call_subscriber, follow_pending, is_future, weak_callback
+from kiwipy.aio._hooks import Hooks
 from kiwipy.aio._tasks import AsyncTaskQueue
 from kiwipy.exceptions import (
     CommunicatorClosed,
@@ -21,6 +23,7 @@ from kiwipy.exceptions import (
     MessageError,
     ReplyLost,
 )
+from kiwipy.observe import RPC, Incoming, Outgoing
 from kiwipy.settings import Settings
 from kiwipy.transports import create_transport
 from kiwipy.transports.base import Message, Subscription, Transport
@@ -31,6 +34,7 @@ _LOGGER = logging.getLogger(__name__)
 
 RpcSubscriber = Callable[[Any, Any], Any]
 ConnectionCallback = Callable[["AsyncCommunicator", bool, BaseException | None], Any]
+_Observed = tuple[Hooks, Incoming]
 #: How long a graceful close waits for tasks that are being answered and acknowledged.
 _SETTLE_ON_CLOSE_S = 5.0
 
@@ -125,12 +129,22 @@ class AsyncCommunicator:
         await self._core.cancel_tasks()
         await self._transport.close()
 
+    def add_listener(self, listener: Any) -> None:
+        """Give the events of this communicator to ``listener`` (see :mod:`kiwipy.observe`)."""
+        self._core.add_listener(listener)
+
+    def remove_listener(self, listener: Any) -> None:
+        """Stop giving events to ``listener``; no error if it was not listening."""
+        self._core.remove_listener(listener)
+
     def add_connection_callback(self, callback: ConnectionCallback) -> None:
         """Call ``callback(communicator, connected, exc)`` when the link to the broker is lost
         (``connected`` false, with the reason) or restored after a reconnection (true)."""
         self._connection_callbacks.append(callback)
 
     def _on_link_changed(self, connected: bool, exc: BaseException | None) -> None:
+        if (hooks := self._core.hooks) is not None:
+            hooks.emit(*(("connection_restored",) if connected else ("connection_lost", exc)))
         if not connected:
             # The reply queue died with the connection: replies in flight cannot arrive.
             self._core.replies.fail_all(
@@ -143,6 +157,8 @@ class AsyncCommunicator:
                 _LOGGER.exception("Connection callback failed")
 
     def _on_transport_closed(self, exc: BaseException | None) -> None:
+        if exc is not None and (hooks := self._core.hooks) is not None:
+            hooks.emit("connection_lost", exc)
         if exc is not None:
             lost = ConnectionLost(f"Lost the connection to {self._settings.masked_url}: {exc}")
             self._core.replies.fail_all(lost)
@@ -219,7 +235,10 @@ class AsyncCommunicator:
             raise DuplicateSubscriberIdentifier(f"RPC identifier '{identifier}'")
 
         async def on_request(message: Message) -> None:
-            await self._on_rpc(subscriber, message)
+            if (hooks := self._core.hooks) is not None:
+                await self._on_rpc_observed(hooks, key, subscriber, message)
+            else:
+                await self._on_rpc(subscriber, message)
 
         self._rpc_subscriptions[key] = await self._transport.bind_rpc(key, on_request)
         self._rpc_identifiers[key] = identifier
@@ -260,42 +279,69 @@ class AsyncCommunicator:
         correlation_id, future = self._core.replies.register(deadline)
         message = Message(body, content_type, correlation_id, reply_to)
         try:
-            await self._transport.publish_rpc(recipient_id, message)
+            if (hooks := self._core.hooks) is not None:
+                outgoing = Outgoing(RPC, recipient_id, correlation_id)
+                publish = functools.partial(self._transport.publish_rpc, recipient_id)
+                await hooks.publish(outgoing, publish, message, future)
+            else:
+                await self._transport.publish_rpc(recipient_id, message)
         except BaseException:
             self._core.replies.abandon(correlation_id, future)
             raise
         return future
 
-    async def _on_rpc(self, subscriber: RpcSubscriber, message: Message) -> None:
+    async def _on_rpc(
+        self, subscriber: RpcSubscriber, message: Message, observed: _Observed | None = None
+    ) -> None:
         try:
             request = self._core.codec.decode(message.body, message.content_type)
         except MessageError as exc:
             _LOGGER.warning("Rejected an undecodable RPC request: %s", exc)
             await self._core.send_reply(message, messages.exception_reply(exc))
+            if observed is not None:
+                observed[0].ended(observed[1], exc)
             return
         try:
             result = await self._core.invoke(subscriber, self._core.target, request)
         except Exception as exc:
             await self._core.send_reply(message, _rpc_reply(exc=exc))
+            if observed is not None:
+                observed[0].ended(observed[1], exc)
             return
         if is_future(result):
             # The answer comes later: wait for it in a task of our own, so that this handler
             # (which a graceful close waits for) ends once the subscriber has been called.
-            self._core.spawn(self._answer_later(message, result), "Answering an RPC")
+            answer = self._answer_later(message, result, observed)
+            self._core.spawn(answer, "Answering an RPC")
         else:
             await self._core.send_reply(message, messages.result_reply(result))
+            if observed is not None:
+                observed[0].ended(observed[1], None)
 
-    async def _answer_later(self, message: Message, future: Any) -> None:
+    async def _on_rpc_observed(
+        self, hooks: Hooks, identifier: str, subscriber: RpcSubscriber, message: Message
+    ) -> None:
+        incoming = hooks.received(RPC, identifier, message)
+        hooks.started(incoming)
+        await self._on_rpc(subscriber, message, (hooks, incoming))
+
+    async def _answer_later(
+        self, message: Message, future: Any, observed: _Observed | None = None
+    ) -> None:
         async def announce_pending() -> None:
             await self._core.announce_pending(message)
 
+        error: BaseException | None = None
         try:
             result = await follow_pending(future, announce_pending)
         except Exception as exc:
             reply = _rpc_reply(exc=exc)
+            error = exc
         else:
             reply = messages.result_reply(result)
         await self._core.send_reply(message, reply)
+        if observed is not None:
+            observed[0].ended(observed[1], error)
 
     # -- broadcasts ----------------------------------------------------------------------------
 

@@ -9,9 +9,10 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-from kiwipy import messages
+from kiwipy import messages, observe
 from kiwipy._owned import OwnedTasks
 from kiwipy.aio._futures import Invoker
+from kiwipy.aio._hooks import Hooks
 from kiwipy.aio._replies import ReplyFutures
 from kiwipy.aio._window import SendWindow
 from kiwipy.codecs import MessageCodec
@@ -58,6 +59,24 @@ class Core:
         self._warned: set[str] = set()
         self._send_window = SendWindow(SEND_WINDOW)
         self.closed = False
+        self._listeners: tuple[Any, ...] = ()
+        #: The listeners to call at each event; ``None`` while nobody listens (kiwipy.observe).
+        self.hooks: Hooks | None = None
+        observe.watch_global_listeners(self)
+        self.listeners_changed()
+
+    def add_listener(self, listener: Any) -> None:
+        if not any(known is listener for known in self._listeners):
+            self._listeners = (*self._listeners, listener)
+            self.listeners_changed()
+
+    def remove_listener(self, listener: Any) -> None:
+        self._listeners = tuple(known for known in self._listeners if known is not listener)
+        self.listeners_changed()
+
+    def listeners_changed(self) -> None:
+        listeners = (*observe.global_listeners(), *self._listeners)
+        self.hooks = Hooks(listeners) if listeners else None
 
     @property
     def target(self) -> Any:

@@ -19,7 +19,9 @@ from typing import Any
 
 from kiwipy import messages
 from kiwipy.aio._core import Core
+from kiwipy.aio._hooks import Hooks
 from kiwipy.exceptions import InvalidStateError
+from kiwipy.observe import TASK, Incoming
 from kiwipy.transports.base import Delivery
 
 __all__ = ("IncomingTask", "TaskState", "current_incoming_task", "reset_current_incoming_task")
@@ -54,7 +56,16 @@ class TaskState:
 class IncomingTask:
     """A task taken from a queue, to process (``process()`` / ``processing()``) or requeue."""
 
-    def __init__(self, core: Core, delivery: Delivery, body: Any, no_reply: bool) -> None:
+    def __init__(
+        self,
+        core: Core,
+        delivery: Delivery,
+        body: Any,
+        no_reply: bool,
+        *,
+        queue: str | None = None,
+        pulled: bool = False,
+    ) -> None:
         self._core = core
         self._delivery = delivery
         self._body = body
@@ -65,6 +76,11 @@ class IncomingTask:
         self._lost_callbacks: list[Callable[[IncomingTask], Any]] = []
         #: Warns if processing outlives the broker's consumer_timeout; cancelled once settled.
         self._outlive_timer: asyncio.TimerHandle | None = None
+        #: The listeners (kiwipy.observe) and this task's event object, while anyone listens.
+        self._observed: tuple[Hooks, Incoming] | None = None
+        if (hooks := core.hooks) is not None:
+            incoming = hooks.received(TASK, queue, delivery.message, pulled=pulled)
+            self._observed = (hooks, incoming)
         delivery.add_stale_callback(self._on_stale)
 
     def __repr__(self) -> str:
@@ -115,6 +131,8 @@ class IncomingTask:
             "gives it to another worker",
             self._body,
         )
+        if (observed := self._observed) is not None:
+            observed[0].emit("lost", observed[1])
         callbacks, self._lost_callbacks = self._lost_callbacks, []
         for callback in callbacks:
             _call_lost_callback(callback, self)
@@ -178,7 +196,7 @@ class IncomingTask:
         """Reply with the outcome (unless ``no_reply``), then acknowledge the task."""
         if self._state in (TaskState.FINISHED, TaskState.REQUEUED):
             return
-        self._settle(TaskState.FINISHED)
+        self._settle(TaskState.FINISHED, outcome)
         await self._core.protect(self._reply_and_ack(_outcome_reply(outcome)))
 
     async def _reply_and_ack(self, reply: dict[str, Any]) -> None:
@@ -196,16 +214,20 @@ class IncomingTask:
         if self._state != TaskState.PENDING:
             raise InvalidStateError(f"The task is {self._state}, not pending")
         self._state = TaskState.PROCESSING
+        if (observed := self._observed) is not None:
+            observed[0].started(observed[1])
         loop = asyncio.get_running_loop()
         limit = self._core.transport.consumer_timeout
         if limit is not None:
             self._outlive_timer = loop.call_later(limit, self._outlived, limit)
         return loop.create_future()
 
-    def _settle(self, state: str) -> None:
-        """Leave processing for ``state`` (finished or requeued): the timer goes, and with it
-        the loop's last reference to this task."""
+    def _settle(self, state: str, outcome: asyncio.Future[Any] | None = None) -> None:
+        """Leave processing for ``state`` (finished with ``outcome``, or requeued): the timer
+        goes, and with it the loop's last reference to this task."""
         self._state = state
+        if (observed := self._observed) is not None:
+            _report_settled(observed[0], observed[1], outcome)
         if self._outlive_timer is not None:
             self._outlive_timer.cancel()
             self._outlive_timer = None
@@ -232,6 +254,15 @@ def _outcome_reply(outcome: asyncio.Future[Any]) -> dict[str, Any]:
     reply = messages.result_reply(outcome.result())
     reply[messages.HOST_KEY] = messages.host_info()
     return reply
+
+
+def _report_settled(hooks: Hooks, incoming: Incoming, outcome: asyncio.Future[Any] | None) -> None:
+    if outcome is None:
+        hooks.emit("requeued", incoming)
+    elif outcome.cancelled():
+        hooks.ended(incoming, asyncio.CancelledError())
+    else:
+        hooks.ended(incoming, outcome.exception())
 
 
 def _call_lost_callback(callback: Callable[[IncomingTask], Any], task: IncomingTask) -> None:

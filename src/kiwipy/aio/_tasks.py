@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import enum
+import functools
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -32,6 +33,7 @@ from kiwipy.exceptions import (
     QueueEmpty,
     TaskRejected,
 )
+from kiwipy.observe import TASK, Outgoing
 from kiwipy.settings import Settings
 from kiwipy.transports.base import Delivery, Message, Subscription
 
@@ -135,7 +137,12 @@ class AsyncTaskQueue:
             )
         message = Message(body, content_type, correlation_id, reply_to, persistent=True)
         try:
-            await self._core.transport.publish_task(self.name, message)
+            if (hooks := self._core.hooks) is not None:
+                outgoing = Outgoing(TASK, self.name, correlation_id)
+                publish = functools.partial(self._core.transport.publish_task, self.name)
+                await hooks.publish(outgoing, publish, message, future)
+            else:
+                await self._core.transport.publish_task(self.name, message)
         except BaseException:
             self._core.replies.abandon(correlation_id, future)
             raise
@@ -237,7 +244,7 @@ class AsyncTaskQueue:
             return done_future(result=result)
         return _NoOutcome.REJECTED
 
-    async def _receive(self, delivery: Delivery) -> IncomingTask | None:
+    async def _receive(self, delivery: Delivery, *, pulled: bool = False) -> IncomingTask | None:
         """Decode a delivery; settle an undecodable one at once (never requeue poison)."""
         message = delivery.message
         try:
@@ -246,7 +253,7 @@ class AsyncTaskQueue:
         except MessageError as exc:
             await self._rejections.undecodable(delivery, exc)
             return None
-        return IncomingTask(self._core, delivery, task, no_reply)
+        return IncomingTask(self._core, delivery, task, no_reply, queue=self.name, pulled=pulled)
 
     # -- pulling -------------------------------------------------------------------------------
 
@@ -276,7 +283,7 @@ class AsyncTaskQueue:
         while True:
             delivery = await self._core.transport.get_task(self.name)
             if delivery is not None:
-                task = await self._receive(delivery)
+                task = await self._receive(delivery, pulled=True)
                 if task is not None:
                     return task
                 continue

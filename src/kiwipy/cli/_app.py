@@ -72,6 +72,12 @@ def cli(verbose: int) -> None:
     help="Broadcast task.<id>.started / task.<id>.finished for every task.",
 )
 @click.option("--quiet", is_flag=True, help="Do not print a line per task.")
+@click.option(
+    "--metrics-port",
+    default=None,
+    metavar="[ADDR:]PORT",
+    help="Serve Prometheus metrics at http://ADDR:PORT/metrics (needs kiwipy[prometheus]).",
+)
 @connection_options
 def worker(
     function: str,
@@ -81,6 +87,7 @@ def worker(
     name: str | None,
     events: bool,
     quiet: bool,
+    metrics_port: str | None,
     connection: ConnectionOptions,
 ) -> int:
     """Run a task worker in the foreground.
@@ -99,6 +106,10 @@ def worker(
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     prefetch = prefetch or concurrency
+    if metrics_port is not None:
+        from kiwipy.cli._top import serve_metrics
+
+        click.echo(f"metrics at {serve_metrics(metrics_port)}")
     stop = threading.Event()
     failure: list[str] = []
 
@@ -392,6 +403,29 @@ def tasks_purge(queue_name: str, yes: bool, connection: ConnectionOptions) -> in
         )
     purge_tasks(connection, queue_name)
     return 0
+
+
+@cli.command(context_settings=_CONTEXT)
+@click.option("--queue", "-q", "queue_names", multiple=True, metavar="QUEUE", help="Show QUEUE.")
+@click.option("--worker", "-w", "workers", multiple=True, metavar="NAME", help="Ask NAME.")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True)
+@click.option("--iterations", "-n", type=click.IntRange(min=1), default=None, help="Then stop.")
+@connection_options
+def top(
+    queue_names: Sequence[str],
+    workers: Sequence[str],
+    interval: float,
+    iterations: int | None,
+    connection: ConnectionOptions,
+) -> int:
+    """Live view of task queues, workers and recent failures; Ctrl-C stops.
+
+    Workers are the --worker names plus the senders of task.* broadcasts (kiwipy worker
+    --name NAME --events); each answers the 'status' RPC. See docs/observability.md.
+    """
+    from kiwipy.cli._top import run_top
+
+    return run_top(connection, list(queue_names), list(workers), interval, iterations)
 
 
 # -- demo --------------------------------------------------------------------------------------

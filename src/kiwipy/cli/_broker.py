@@ -32,6 +32,9 @@ class QueueCounts:
     unacknowledged: int | None
     consumers: int | None
     exists: bool = True
+    #: Messages per second published to the queue and acknowledged from it (management API).
+    rate_in: float | None = None
+    rate_out: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,15 +72,23 @@ def _from_management(url: str, names: list[str]) -> list[QueueCounts] | None:
             return None
         except (OSError, ValueError):
             return None
+        stats = data.get("message_stats") or {}
         found.append(
             QueueCounts(
                 name,
                 data.get("messages_ready"),
                 data.get("messages_unacknowledged"),
                 data.get("consumers"),
+                rate_in=_rate(stats, "publish_details"),
+                rate_out=_rate(stats, "ack_details"),
             )
         )
     return found
+
+
+def _rate(stats: dict[str, Any], key: str) -> float | None:
+    rate = (stats.get(key) or {}).get("rate")
+    return float(rate) if isinstance(rate, (int, float)) else None
 
 
 def _from_rabbitmqctl(url: str, names: list[str]) -> list[QueueCounts] | None:

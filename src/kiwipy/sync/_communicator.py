@@ -126,6 +126,15 @@ class Communicator(communications.Communicator):
         target = weak_callback(callback) if weak else callback
         self._async.add_close_callback(lambda _comm, exc: target(self, exc))
 
+    def add_listener(self, listener: Any) -> None:
+        """Give the events of this communicator to ``listener`` (see :mod:`kiwipy.observe`);
+        its methods are called on the loop thread."""
+        self._async.add_listener(listener)
+
+    def remove_listener(self, listener: Any) -> None:
+        """Stop giving events to ``listener``; no error if it was not listening."""
+        self._async.remove_listener(listener)
+
     def add_connection_callback(self, callback: Callable[..., Any]) -> None:
         """Call ``callback(communicator, connected, exc)`` when the link to the broker is lost
         or restored (from the loop thread: keep it short)."""

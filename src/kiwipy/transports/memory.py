@@ -276,6 +276,20 @@ class MemoryBroker:
                 self._dispatch(queue)
             return list(returned)
 
+    def queue_counts(self, queue_name: str) -> tuple[int, int, int] | None:
+        """``(ready, unacknowledged, consumers)`` of ``queue_name``; ``None`` if it does not
+        exist (what ``kiwipy top`` shows for the in-memory transport)."""
+        with self._lock:
+            queue = self._queues.get(queue_name)
+            if queue is None:
+                return None
+            unacknowledged = sum(
+                delivery._queue is queue
+                for deliveries in self._unsettled.values()
+                for delivery in deliveries
+            )
+            return len(queue.ready), unacknowledged, len(queue.consumers)
+
     def queue_size(self, queue_name: str) -> int:
         """How many tasks wait in ``queue_name`` (not counting unsettled ones)."""
         with self._lock:
