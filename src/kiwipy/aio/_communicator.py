@@ -3,38 +3,30 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import functools
 import logging
-import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from kiwipy import messages
 from kiwipy.aio._broadcasts import Broadcasts, BroadcastSubscriber
 from kiwipy.aio._core import Core
-from kiwipy.aio._futures import Invoker, call_subscriber, follow_pending, is_future, weak_callback
-from kiwipy.aio._hooks import Hooks
+from kiwipy.aio._futures import Invoker, call_subscriber, weak_callback
+from kiwipy.aio._rpc import Rpc, RpcSubscriber
 from kiwipy.aio._tasks import AsyncTaskQueue
 from kiwipy.exceptions import (
     CommunicatorClosed,
     ConnectionLost,
-    DuplicateSubscriberIdentifier,
-    MessageError,
     ReplyLost,
 )
-from kiwipy.observe import RPC, Incoming, Outgoing
 from kiwipy.settings import Settings
 from kiwipy.transports import create_transport
-from kiwipy.transports.base import Message, Subscription, Transport
+from kiwipy.transports.base import Transport
 
 __all__ = ("AsyncCommunicator", "connect")
 
 _LOGGER = logging.getLogger(__name__)
 
-RpcSubscriber = Callable[[Any, Any], Any]
 ConnectionCallback = Callable[["AsyncCommunicator", bool, BaseException | None], Any]
-_Observed = tuple[Hooks, Incoming]
 #: How long a graceful close waits for tasks that are being answered and acknowledged.
 _SETTLE_ON_CLOSE_S = 5.0
 
@@ -73,8 +65,7 @@ class AsyncCommunicator:
             self._core, settings.task_queue, settings.task_prefetch_count
         )
         self._task_queues: dict[tuple[str, int], AsyncTaskQueue] = {}
-        self._rpc_subscriptions: dict[str, Subscription] = {}
-        self._rpc_identifiers: dict[str, Any] = {}
+        self._rpc = Rpc(self._core)
         self._broadcasts = Broadcasts(self._core)
         self._close_callbacks: list[Callable[[AsyncCommunicator, BaseException | None], Any]] = []
         self._connection_callbacks: list[ConnectionCallback] = []
@@ -228,28 +219,10 @@ class AsyncCommunicator:
 
     async def add_rpc_subscriber(self, subscriber: RpcSubscriber, identifier: Any = None) -> Any:
         """Answer RPCs sent to ``identifier``; it must be free on the whole broker."""
-        self._core.ensure_open()
-        identifier = identifier if identifier is not None else uuid.uuid4().hex
-        key = str(identifier)
-        if key in self._rpc_subscriptions:
-            raise DuplicateSubscriberIdentifier(f"RPC identifier '{identifier}'")
-
-        async def on_request(message: Message) -> None:
-            if (hooks := self._core.hooks) is not None:
-                await self._on_rpc_observed(hooks, key, subscriber, message)
-            else:
-                await self._on_rpc(subscriber, message)
-
-        self._rpc_subscriptions[key] = await self._transport.bind_rpc(key, on_request)
-        self._rpc_identifiers[key] = identifier
-        return identifier
+        return await self._rpc.add_subscriber(subscriber, identifier)
 
     async def remove_rpc_subscriber(self, identifier: Any) -> None:
-        subscription = self._rpc_subscriptions.pop(str(identifier), None)
-        if subscription is None:
-            raise ValueError(f"Unknown subscriber '{identifier}'")
-        del self._rpc_identifiers[str(identifier)]
-        await subscription.cancel()
+        await self._rpc.remove_subscriber(identifier)
 
     async def rpc_send(
         self,
@@ -265,83 +238,7 @@ class AsyncCommunicator:
         ``deadline`` bounds the wait for the answer in seconds (default
         ``settings.rpc_timeout``); ``timeout`` bounds the send itself.
         """
-        self._core.ensure_open()
-        args = (str(recipient_id), msg, deadline)
-        return await self._core.bounded_send(self._send_rpc, args, timeout, "An RPC send")
-
-    async def _send_rpc(
-        self, recipient_id: str, msg: Any, deadline: float | None
-    ) -> asyncio.Future[Any]:
-        body, content_type = self._core.encode(msg)
-        reply_to = await self._core.replies.address()
-        if deadline is None:
-            deadline = self._settings.rpc_timeout
-        correlation_id, future = self._core.replies.register(deadline)
-        message = Message(body, content_type, correlation_id, reply_to)
-        try:
-            if (hooks := self._core.hooks) is not None:
-                outgoing = Outgoing(RPC, recipient_id, correlation_id)
-                publish = functools.partial(self._transport.publish_rpc, recipient_id)
-                await hooks.publish(outgoing, publish, message, future)
-            else:
-                await self._transport.publish_rpc(recipient_id, message)
-        except BaseException:
-            self._core.replies.abandon(correlation_id, future)
-            raise
-        return future
-
-    async def _on_rpc(
-        self, subscriber: RpcSubscriber, message: Message, observed: _Observed | None = None
-    ) -> None:
-        try:
-            request = self._core.codec.decode(message.body, message.content_type)
-        except MessageError as exc:
-            _LOGGER.warning("Rejected an undecodable RPC request: %s", exc)
-            await self._core.send_reply(message, messages.exception_reply(exc))
-            if observed is not None:
-                observed[0].ended(observed[1], exc)
-            return
-        try:
-            result = await self._core.invoke(subscriber, self._core.target, request)
-        except Exception as exc:
-            await self._core.send_reply(message, _rpc_reply(exc=exc))
-            if observed is not None:
-                observed[0].ended(observed[1], exc)
-            return
-        if is_future(result):
-            # The answer comes later: wait for it in a task of our own, so that this handler
-            # (which a graceful close waits for) ends once the subscriber has been called.
-            answer = self._answer_later(message, result, observed)
-            self._core.spawn(answer, "Answering an RPC")
-        else:
-            await self._core.send_reply(message, messages.result_reply(result))
-            if observed is not None:
-                observed[0].ended(observed[1], None)
-
-    async def _on_rpc_observed(
-        self, hooks: Hooks, identifier: str, subscriber: RpcSubscriber, message: Message
-    ) -> None:
-        incoming = hooks.received(RPC, identifier, message)
-        hooks.started(incoming)
-        await self._on_rpc(subscriber, message, (hooks, incoming))
-
-    async def _answer_later(
-        self, message: Message, future: Any, observed: _Observed | None = None
-    ) -> None:
-        async def announce_pending() -> None:
-            await self._core.announce_pending(message)
-
-        error: BaseException | None = None
-        try:
-            result = await follow_pending(future, announce_pending)
-        except Exception as exc:
-            reply = _rpc_reply(exc=exc)
-            error = exc
-        else:
-            reply = messages.result_reply(result)
-        await self._core.send_reply(message, reply)
-        if observed is not None:
-            observed[0].ended(observed[1], error)
+        return await self._rpc.send(recipient_id, msg, deadline=deadline, timeout=timeout)
 
     # -- broadcasts ----------------------------------------------------------------------------
 
@@ -366,9 +263,3 @@ class AsyncCommunicator:
         """Send a broadcast to every subscriber (none is fine); ``True`` once the broker has it."""
         envelope = messages.BroadcastEnvelope(body, sender, subject, correlation_id)
         return await self._broadcasts.send(envelope, timeout)
-
-
-def _rpc_reply(*, exc: Exception) -> dict[str, Any]:
-    if isinstance(exc, concurrent.futures.CancelledError):
-        return messages.cancelled_reply("The RPC was cancelled")
-    return messages.exception_reply(exc)
