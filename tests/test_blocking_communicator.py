@@ -228,7 +228,7 @@ def test_kiwipy09_style_except_clauses_catch_a_lost_connection(
     amqp_url: str, unique_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     aio_pika_exceptions = pytest.importorskip("aio_pika.exceptions")
-    import kiwipy.transports.amqp as amqp_module
+    import kiwipy.transports.amqp._link as amqp_module
 
     options = {**_names(unique_name), "operation_timeout": 0.5}
     with kiwipy.sync.connect(amqp_url, **options) as comm:

@@ -28,7 +28,7 @@ PURE = (
     "kiwipy.settings",
 )
 #: The only modules that may import an AMQP client library.
-AMQP_MODULES = ("kiwipy.transports.amqp", "kiwipy.transports._amqp")
+AMQP_MODULES = ("kiwipy.transports.amqp",)
 AMQP_LIBRARIES = ("aiormq", "pamqp", "aio_pika")
 
 

@@ -21,8 +21,8 @@ import pytest
 
 from kiwipy.exceptions import ConnectionLost, TLSError
 from kiwipy.settings import Settings
-from kiwipy.transports._amqp_tls import MINIMUM_VERSION, make_ssl_context
 from kiwipy.transports.amqp import AmqpTransport
+from kiwipy.transports.amqp._tls import MINIMUM_VERSION, make_ssl_context
 from kiwipy_reliability.faults.config import TlsListener
 from kiwipy_reliability.faults.node import RabbitNode
 

@@ -17,7 +17,7 @@ import aiormq
 
 from kiwipy.exceptions import TLSError
 from kiwipy.settings import Settings
-from kiwipy.transports._amqp_support import AmqpConnectionLost, url_with_heartbeat
+from kiwipy.transports.amqp._errors import AmqpConnectionLost
 
 __all__ = ("AmqpTLSError", "DialTarget", "describe_tls_failure", "dial_target")
 
@@ -199,3 +199,13 @@ def _closed_during_tls_login(exc: BaseException) -> bool:
         isinstance(error, closed) or "connection reset" in str(error).lower()
         for error in _chain(exc)
     )
+
+
+def url_with_heartbeat(url: str, heartbeat: int) -> str:
+    """Add ``heartbeat`` to the query of ``url`` unless the URL sets it already."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    if any(name == "heartbeat" for name, _ in query):
+        return url
+    query.append(("heartbeat", str(heartbeat)))
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))

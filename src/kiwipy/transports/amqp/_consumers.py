@@ -1,4 +1,4 @@
-"""Consumers and deliveries of :mod:`kiwipy.transports.amqp`.
+"""Task consumers, message consumers and their deliveries.
 
 A delivery remembers the aiormq channel that received it and settles only there: delivery tags
 are per channel, so an ack sent on another channel (or on a reopened channel that got the same
@@ -26,7 +26,9 @@ from kiwipy.exceptions import (
     DuplicateSubscriberIdentifier,
     KiwipyError,
 )
-from kiwipy.transports._amqp_support import amqp_errors, backoff_delays, to_message
+from kiwipy.transports.amqp._errors import amqp_errors
+from kiwipy.transports.amqp._frames import to_message
+from kiwipy.transports.amqp._link import backoff_delays
 from kiwipy.transports.base import Delivery, DeliveryHandler, MessageHandler, Subscription
 
 __all__ = ("AmqpDelivery", "ConsumerContext", "LiveDeliveries", "MessageConsumer", "TaskConsumer")

@@ -1,0 +1,248 @@
+"""The RabbitMQ transport, on aiormq: the only package of kiwipy that imports it.
+
+:class:`AmqpTransport` composes one module per concern:
+
+* :mod:`._link`: the connection, noticed when lost and redialled with jittered back-off;
+* :mod:`._topology`: exchanges, queues and bindings, declared once per connection;
+* :mod:`._channels`: the channels, and publishing with confirms;
+* :mod:`._consumers`: task consumers and their deliveries, which heal after a reconnect;
+* :mod:`._endpoints`: RPC endpoints, broadcast subscriptions and the reply queue;
+* :mod:`._errors`: the AMQP library's errors translated into kiwipy's;
+* :mod:`._features`: what the broker's version can do (the consumer timeout);
+* :mod:`._frames`, :mod:`._tls`, :mod:`._wire`: messages, TLS and the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiormq
+
+from kiwipy._owned import OwnedTasks
+from kiwipy.exceptions import ConnectionLost, UnroutableError
+from kiwipy.settings import Settings
+from kiwipy.transports.amqp._channels import ChannelSlot, Publisher
+from kiwipy.transports.amqp._consumers import (
+    AmqpDelivery,
+    ConsumerContext,
+    LiveDeliveries,
+    TaskConsumer,
+)
+from kiwipy.transports.amqp._endpoints import BROADCAST_TOPIC, RPC_TOPIC, Endpoints
+from kiwipy.transports.amqp._errors import AmqpConnectionLost, amqp_errors
+from kiwipy.transports.amqp._features import BrokerFeatures
+from kiwipy.transports.amqp._frames import PERSISTENT, TRANSIENT, plain
+from kiwipy.transports.amqp._link import Link
+from kiwipy.transports.amqp._topology import Topology
+from kiwipy.transports.base import (
+    CloseCallback,
+    Delivery,
+    DeliveryHandler,
+    LinkCallback,
+    Message,
+    MessageHandler,
+    Subscription,
+    Transport,
+)
+
+__all__ = ("AmqpTransport",)
+
+
+class AmqpTransport(Transport):
+    """A :class:`~kiwipy.transports.base.Transport` over one RabbitMQ connection."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._tasks = OwnedTasks()
+        self._link = Link(settings, self._tasks, self._on_connected, self._on_lost)
+        self._features = BrokerFeatures(settings)
+        self._server_properties: dict[str, Any] = {}
+        self._topology = Topology(settings, self._link)
+        self._publisher = Publisher(
+            self._link, self._topology.ensure_exchange, self._topology.forget_exchange
+        )
+        self._listener = ChannelSlot(lambda: self._link.open_channel(publisher_confirms=False))
+        self._getter = ChannelSlot(lambda: self._link.open_channel(publisher_confirms=False))
+        self._getter_live: LiveDeliveries | None = None
+        self._draining = False
+        self._context = ConsumerContext(
+            spawn=self._tasks.spawn,
+            guard=lambda operation: self._link.lifeline.guard(operation),
+            open_channel=lambda: self._link.open_channel(publisher_confirms=False),
+            closing=lambda: self._link.closed or self._draining,
+            # The broker frees a dead connection's exclusive queues once it notices the death,
+            # at the latest two heartbeats later.
+            restore_window_s=3.0 * settings.heartbeat + settings.connection_timeout,
+        )
+        self._endpoints = Endpoints(settings, self._context, self._topology, self._listener)
+
+    def __repr__(self) -> str:
+        return f"AmqpTransport({self._settings.masked_url!r})"
+
+    # -- link ----------------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        await self._link.connect()
+
+    def _on_connected(self, connection: Any) -> None:
+        """A new live connection: what the broker had is to be learnt and declared afresh."""
+        self._server_properties = dict(plain(connection.server_properties or {}))
+        self._features.learn(self._server_properties)
+        self._topology.forget_all()
+        # Silent: a failure here is met again, and reported, by whoever needs the channel.
+        self._tasks.spawn(self._open_channels(), "")
+
+    def _on_lost(self) -> None:
+        self._publisher.slot.observe_confirmations()
+
+    async def _open_channels(self) -> None:
+        """Open the channels nearly every communicator needs, together (a first send needs all
+        three): one round trip instead of one per channel at first use."""
+        await asyncio.gather(
+            self._publisher.slot.get(),
+            self._listener.get(),
+            self._topology.controls.warm(),
+            return_exceptions=True,
+        )
+
+    async def close(self) -> None:
+        if self._link.closed:
+            return
+        self._draining = True
+        await self._endpoints.drain(self.is_connected)
+        await self._link.close()
+        self._publisher.slot.observe_confirmations()
+        await self._tasks.close()
+        self._link.fire_close_callbacks(None)
+
+    @property
+    def is_closed(self) -> bool:
+        return self._link.closed
+
+    @property
+    def is_connected(self) -> bool:
+        return self._link.is_connected
+
+    @property
+    def _connection(self) -> Any:
+        """The live aiormq connection (tests cut it to play a network fault)."""
+        return self._link.connection
+
+    def connection_error(self, message: str) -> ConnectionLost:
+        return AmqpConnectionLost(message)
+
+    def add_link_callback(self, callback: LinkCallback) -> None:
+        self._link.add_link_callback(callback)
+
+    def add_close_callback(self, callback: CloseCallback) -> None:
+        self._link.add_close_callback(callback)
+
+    @property
+    def server_properties(self) -> dict[str, Any]:
+        return dict(self._server_properties)
+
+    @property
+    def broker_version(self) -> tuple[int, ...]:
+        """The broker's version, e.g. ``(3, 12, 1)``; ``()`` when unknown."""
+        return self._features.version
+
+    @property
+    def consumer_timeout(self) -> float | None:
+        return self._features.consumer_timeout
+
+    # -- tasks ---------------------------------------------------------------------------------
+
+    async def declare_task_queue(self, queue: str) -> None:
+        await self._topology.declare_task_queue(queue)
+
+    async def publish_task(self, queue: str, message: Message) -> None:
+        what = f"publish a task to queue {queue!r}"
+        exchange = self._settings.task_exchange
+        try:
+            await self._publisher.publish(
+                what, exchange, queue, message, mandatory=True, delivery_mode=PERSISTENT
+            )
+        except UnroutableError:
+            self._topology.forget_task_queue(queue)  # it may have expired: declare it again
+            raise
+
+    async def consume_tasks(
+        self, queue: str, handler: DeliveryHandler, *, prefetch_count: int
+    ) -> Subscription:
+        async def declare() -> None:
+            self._topology.forget_task_queue(queue)  # it may have been deleted: declare it
+            await self._topology.declare_task_queue(queue)
+
+        arguments = self._features.consumer_arguments()
+        consumer = TaskConsumer(self._context, queue, prefetch_count, handler, declare, arguments)
+        await consumer.start()
+        return consumer
+
+    async def get_task(self, queue: str) -> Delivery | None:
+        with amqp_errors(f"get a task from queue {queue!r}"):
+            for last_try in (False, True):
+                await self._topology.declare_task_queue(queue)
+                channel = await self._getter.get()
+                try:
+                    raw = await channel.basic_get(queue, no_ack=False)
+                except aiormq.ChannelNotFoundEntity:
+                    if last_try:
+                        raise
+                    self._topology.forget_task_queue(queue)  # expired (testing mode)
+                    continue
+                if raw.delivery_tag is None:
+                    return None
+                return AmqpDelivery(raw, self._getter_deliveries(channel), self._context.guard)
+        raise AssertionError("unreachable")
+
+    def _getter_deliveries(self, channel: Any) -> LiveDeliveries:
+        if self._getter_live is None or self._getter_live.channel is not channel:
+            self._getter_live = LiveDeliveries(channel)
+        return self._getter_live
+
+    # -- rpc, broadcasts, replies ----------------------------------------------------------------
+
+    async def bind_rpc(self, identifier: str, handler: MessageHandler) -> Subscription:
+        self._link.check_open()
+        return await self._endpoints.bind_rpc(identifier, handler)
+
+    async def publish_rpc(self, identifier: str, message: Message) -> None:
+        what = f"send an RPC request to {identifier!r}"
+        await self._publisher.publish(
+            what,
+            self._settings.message_exchange,
+            f"{RPC_TOPIC}.{identifier}",
+            message,
+            mandatory=True,
+            delivery_mode=PERSISTENT if message.persistent else TRANSIENT,
+        )
+
+    async def publish_broadcast(self, message: Message) -> None:
+        exchange = self._settings.message_exchange
+        await self._publisher.publish(
+            "publish a broadcast",
+            exchange,
+            BROADCAST_TOPIC,
+            message,
+            mandatory=False,
+            delivery_mode=TRANSIENT,
+        )
+
+    async def subscribe_broadcasts(self, handler: MessageHandler) -> Subscription:
+        return await self._endpoints.subscribe_broadcasts(handler)
+
+    async def open_reply_queue(self, handler: MessageHandler) -> str:
+        self._link.check_open()
+        return await self._endpoints.open_reply_queue(handler)
+
+    async def publish_reply(self, reply_to: str, message: Message) -> None:
+        # Through the default exchange: reaches our reply queues and kiwipy 0.9's alike.
+        await self._publisher.publish(
+            f"send a reply to {reply_to!r}",
+            "",
+            reply_to,
+            message,
+            mandatory=False,
+            delivery_mode=PERSISTENT if message.persistent else TRANSIENT,
+        )

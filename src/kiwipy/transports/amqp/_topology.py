@@ -1,0 +1,169 @@
+"""Exchanges, queues and bindings: declared once per connection, again after a reconnect.
+
+The names and flags match kiwipy 0.9 (``KIWIPY-0.9-API.md`` sections 1.10 and 4), so old and
+new peers share a broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+import aiormq
+
+from kiwipy.exceptions import DuplicateSubscriberIdentifier
+from kiwipy.settings import TESTING_QUEUE_EXPIRES_MS, Settings
+from kiwipy.transports.amqp._channels import ChannelSlot, ControlChannels
+from kiwipy.transports.amqp._errors import amqp_errors
+from kiwipy.transports.amqp._link import Link
+
+__all__ = ("Bindings", "Once", "Topology")
+
+Bindings = list[tuple[str, str]]
+#: Control channels open at most at once: declarations that do not wait for each other.
+_CONTROL_CHANNELS = 4
+
+
+class Once:
+    """Runs one operation per key at a time: concurrent callers share the one in progress."""
+
+    def __init__(self) -> None:
+        self._running: dict[str, asyncio.Future[None]] = {}
+
+    async def run(self, key: str, make: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        running = self._running.get(key)
+        if running is None:
+            running = self._running[key] = asyncio.ensure_future(make())
+            running.add_done_callback(lambda done: self._finished(key, done))
+        # Shielded: a caller that gives up does not cancel it for the others.
+        await asyncio.shield(running)
+
+    def _finished(self, key: str, done: asyncio.Future[None]) -> None:
+        if self._running.get(key) is done:
+            del self._running[key]
+        if not done.cancelled():
+            done.exception()  # each waiter got it; nobody else needs to hear of it
+
+
+class Topology:
+    """Declares, binds and deletes on the control channels, and remembers what exists.
+
+    The memory is of this connection only: :meth:`forget_all` runs on each new connection.
+    """
+
+    def __init__(self, settings: Settings, link: Link) -> None:
+        self._settings = settings
+        self._link = link
+        self.controls = ControlChannels(
+            lambda: link.open_channel(publisher_confirms=False), _CONTROL_CHANNELS
+        )
+        self._once = Once()
+        self._exchanges: set[str] = set()
+        self._task_queues: set[str] = set()
+
+    def forget_all(self) -> None:
+        self._exchanges.clear()
+        self._task_queues.clear()
+
+    def forget_exchange(self, exchange: str) -> None:
+        self._exchanges.discard(exchange)
+
+    def forget_task_queue(self, queue: str) -> None:
+        """It may have expired or been deleted: declare it for real next time."""
+        self._task_queues.discard(queue)
+
+    @contextlib.asynccontextmanager
+    async def control_channel(self, what: str) -> AsyncIterator[ChannelSlot]:
+        """A control channel's slot, for one sequence of operations that may fail on their own.
+
+        ``await slot.get()`` gives the channel (a new one after a failure closed it).
+        """
+        await self._link.live_connection()
+        async with self.controls.take() as slot:
+            with amqp_errors(what):
+                await slot.get()
+                yield slot
+
+    async def _declare_exchange(self, channel: Any, exchange: str) -> None:
+        if exchange in self._exchanges:
+            return
+        await channel.exchange_declare(
+            exchange,
+            exchange_type="topic",
+            durable=False,
+            auto_delete=self._settings.testing_mode,
+        )
+        self._exchanges.add(exchange)
+
+    async def ensure_exchange(self, exchange: str) -> None:
+        if exchange not in self._exchanges:
+            await self._once.run(
+                f"exchange {exchange}", lambda: self._declare_exchange_now(exchange)
+            )
+
+    async def _declare_exchange_now(self, exchange: str) -> None:
+        async with self.control_channel(f"declare exchange {exchange!r}") as slot:
+            await self._declare_exchange(await slot.get(), exchange)
+
+    async def _bind(self, slot: ChannelSlot, queue: str, exchange: str, routing_key: str) -> None:
+        """Bind on ``slot``'s channel; redeclare the exchange once if it vanished (auto-delete)."""
+        for last_try in (False, True):
+            channel = await slot.get()
+            await self._declare_exchange(channel, exchange)
+            try:
+                await channel.queue_bind(queue, exchange, routing_key=routing_key)
+                return
+            except aiormq.ChannelNotFoundEntity:
+                if last_try:
+                    raise
+                self._exchanges.discard(exchange)
+
+    async def declare_queue(
+        self,
+        what: str,
+        queue: str,
+        bindings: Bindings,
+        *,
+        locked: str | None = None,
+        **declare: Any,
+    ) -> None:
+        async with self.control_channel(what) as slot:
+            try:
+                await (await slot.get()).queue_declare(queue, **declare)
+            except aiormq.ChannelLockedResource as exc:
+                if locked is None:
+                    raise
+                raise DuplicateSubscriberIdentifier(locked) from exc
+            for exchange, routing_key in bindings:
+                await self._bind(slot, queue, exchange, routing_key)
+
+    async def delete_queue(self, queue: str, unbind: Bindings) -> None:
+        if not self._link.is_connected:  # exclusive queues went with the connection
+            return
+        async with self.control_channel(f"delete queue {queue!r}") as slot:
+            channel = await slot.get()
+            for exchange, routing_key in unbind:
+                await channel.queue_unbind(queue, exchange, routing_key=routing_key)
+            await channel.queue_delete(queue)
+
+    async def declare_task_queue(self, queue: str) -> None:
+        self._link.check_open()
+        if queue not in self._task_queues:
+            await self._once.run(f"queue {queue}", lambda: self._declare_task_queue(queue))
+
+    async def _declare_task_queue(self, queue: str) -> None:
+        settings = self._settings
+        arguments = {"x-message-ttl": settings.task_message_ttl_ms}
+        if settings.testing_mode:
+            arguments["x-expires"] = TESTING_QUEUE_EXPIRES_MS
+        # Durable even in testing mode: RabbitMQ 4.3 refuses transient non-exclusive queues.
+        await self.declare_queue(
+            f"declare task queue {queue!r}",
+            queue,
+            [(settings.task_exchange, queue)],
+            durable=True,
+            arguments=arguments,
+        )
+        self._task_queues.add(queue)
