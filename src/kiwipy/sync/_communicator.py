@@ -104,6 +104,11 @@ class Communicator(communications.Communicator):
         """The private event loop that does the I/O."""
         return self._portal.loop
 
+    @property
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        """kiwipy 0.9's attribute for :meth:`loop`; plumpy's tests call ``_loop.set_debug()``."""
+        return self._portal.loop
+
     def is_closed(self) -> bool:
         return self._closed
 
