@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
+import time
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -45,6 +50,32 @@ def amqp_url() -> str:
     except ValueError as exc:  # malformed URL, e.g. a non-numeric port
         pytest.fail(f"invalid KIWIPY_TEST_AMQP_URL: {exc}", pytrace=False)
     return url
+
+
+@pytest.fixture(scope="session")
+def local_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A ``local://`` URL whose broker the first client starts; stopped after the session."""
+    directory = tmp_path_factory.mktemp("local-broker")
+    yield f"local://{directory}?idle_timeout=60"
+    stop_local_broker(directory)
+
+
+def stop_local_broker(directory: Path) -> None:
+    """Stop the broker of ``directory``, if one runs (SIGTERM, then SIGKILL)."""
+    pid_file = directory / "broker.pid"
+    if not pid_file.exists():
+        return
+    pid = int(pid_file.read_text())
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
 
 
 @pytest.fixture

@@ -13,10 +13,13 @@ from kiwipy.testing.conformance import CommunicatorConformance, Connect
 from kiwipy.testing.drivers import connect_blocking
 
 
-@pytest.fixture(params=["memory", pytest.param("amqp", marks=pytest.mark.amqp)])
+@pytest.fixture(params=["memory", "local", pytest.param("amqp", marks=pytest.mark.amqp)])
 def transport_url(request: pytest.FixtureRequest) -> str:
     if request.param == "memory":
         return f"memory://{uuid.uuid4().hex}"
+    if request.param == "local":
+        url: str = request.getfixturevalue("local_url")
+        return url
     url: str = request.getfixturevalue("amqp_url")
     return url
 

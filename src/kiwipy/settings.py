@@ -24,7 +24,7 @@ TESTING_QUEUE_EXPIRES_MS = 10_000
 QUEUE_EXPIRES_MS = 60_000
 MESSAGE_TTL_MS = 66_000
 
-_SCHEMES = ("amqp", "amqps", "memory")
+_SCHEMES = ("amqp", "amqps", "memory", "local")
 # Options that may also be given as URL query parameters, with their parsers.
 _QUERY_OPTIONS: dict[str, Callable[[str], Any]] = {
     "heartbeat": int,

@@ -15,6 +15,10 @@ __all__ = ("Delivery", "Message", "Subscription", "Transport", "create_transport
 
 def create_transport(settings: "Settings") -> Transport:
     """Return an unconnected transport for ``settings.url`` (``amqp://``, ``amqps://``, ``memory://``)."""
+    if settings.scheme == "local":
+        from kiwipy.transports.local import LocalTransport
+
+        return LocalTransport(settings)
     if settings.scheme == "memory":
         from kiwipy.transports.memory import MemoryTransport
 

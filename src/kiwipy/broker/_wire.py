@@ -1,0 +1,119 @@
+"""The local broker's wire: length-prefixed frames on a Unix socket, and where things live.
+
+A frame is ``len(4) | header_len(4) | header (JSON) | body (bytes)``, both lengths big-endian.
+The header carries the operation and the message properties; the body is the message body,
+untouched. Standard library only: the broker process imports nothing else of kiwipy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = (
+    "MAX_FRAME_BYTES",
+    "PROTOCOL_VERSION",
+    "FrameError",
+    "StatePaths",
+    "decode_frame",
+    "encode_frame",
+    "state_directory",
+)
+
+PROTOCOL_VERSION = 1
+PRODUCT = "kiwipy-local-broker"
+#: The largest frame either side accepts: the message size cap plus room for the header.
+MAX_FRAME_BYTES = 64 * 1024 * 1024 + 65536
+_LENGTHS = struct.Struct(">II")
+#: Unix socket paths longer than this do not fit ``sockaddr_un`` on every system (104 on macOS).
+_MAX_SOCKET_PATH = 100
+
+
+class FrameError(ValueError):
+    """A frame that cannot be read: too large, or not of this protocol."""
+
+
+def encode_frame(header: dict[str, Any], body: bytes = b"") -> bytes:
+    encoded = json.dumps(header, separators=(",", ":"), default=str).encode()
+    total = 4 + len(encoded) + len(body)
+    if total > MAX_FRAME_BYTES:
+        raise FrameError(f"A frame of {total} bytes is over the limit of {MAX_FRAME_BYTES}")
+    return _LENGTHS.pack(total, len(encoded)) + encoded + body
+
+
+def frame_length(prefix: bytes) -> int:
+    """The length announced by a frame's first four bytes; refuses what is over the limit."""
+    (length,) = struct.unpack(">I", prefix)
+    if length > MAX_FRAME_BYTES or length < 4:
+        raise FrameError(f"A frame of {length} bytes is refused (limit {MAX_FRAME_BYTES})")
+    return int(length)
+
+
+def decode_frame(payload: bytes) -> tuple[dict[str, Any], bytes]:
+    """The header and body of a frame's payload (what follows its length)."""
+    (header_length,) = struct.unpack(">I", payload[:4])
+    if header_length > len(payload) - 4:
+        raise FrameError("A frame's header is longer than the frame")
+    try:
+        header = json.loads(payload[4 : 4 + header_length])
+    except ValueError as exc:
+        raise FrameError(f"A frame's header is not JSON: {exc}") from exc
+    if not isinstance(header, dict):
+        raise FrameError("A frame's header is not an object")
+    return header, payload[4 + header_length :]
+
+
+def state_directory(location: str = "", path: str = "") -> Path:
+    """The state directory a ``local://`` URL names.
+
+    ``local:///abs/dir`` is that directory; ``local://NAME`` a sibling of the default one;
+    ``local://`` the default: ``$KIWIPY_HOME``, else ``$XDG_STATE_HOME/kiwipy/default``, else
+    ``~/.local/state/kiwipy/default``.
+    """
+    if path and path != "/":
+        return Path(path)
+    home = os.environ.get("KIWIPY_HOME")
+    if home:
+        default = Path(home)
+    else:
+        state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        default = Path(state) / "kiwipy" / "default"
+    return default.parent / location if location else default
+
+
+class StatePaths:
+    """The files of one state directory (made 0700: the directory is the access control)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory.resolve()
+        self.database = self.directory / "broker.sqlite3"
+        self.broker_lock = self.directory / "broker.lock"
+        self.spawn_lock = self.directory / "spawn.lock"
+        self.pid_file = self.directory / "broker.pid"
+        self.log = self.directory / "broker.log"
+
+    def make(self) -> None:
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    @property
+    def socket(self) -> Path:
+        """``broker.sock`` in the directory, or a short path in the temp dir when that is
+        too long for a Unix socket (the same for every client: it is derived from the path)."""
+        socket = self.directory / "broker.sock"
+        if len(str(socket)) <= _MAX_SOCKET_PATH:
+            return socket
+        digest = hashlib.sha256(str(self.directory).encode()).hexdigest()[:16]
+        runtime = Path(tempfile.gettempdir()) / f"kiwipy-{os.getuid()}"
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        return runtime / f"{digest}.sock"
+
+    def broker_pid(self) -> int | None:
+        try:
+            return int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None

@@ -1,0 +1,517 @@
+"""The ``local://`` transport: a client of the local broker (:mod:`kiwipy.broker`).
+
+One Unix-socket connection per transport. Requests carry an id and are answered in order;
+deliveries, RPC requests, broadcasts and replies arrive unasked. When the connection drops
+(the broker was killed, or restarted), deliveries in hand go stale, the link reconnects with
+jittered back-off (starting the broker again if needed) and restores what this transport had:
+queues, consumers, RPC endpoints, broadcast subscriptions and its reply address. Requests that
+were not answered (a publish whose confirm never came) are sent again: at least once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import urllib.parse
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from kiwipy._owned import OwnedTasks
+from kiwipy.broker._wire import (
+    PROTOCOL_VERSION,
+    FrameError,
+    StatePaths,
+    decode_frame,
+    encode_frame,
+    frame_length,
+    state_directory,
+)
+from kiwipy.exceptions import (
+    BrokerError,
+    CommunicatorClosed,
+    ConnectionLost,
+    DuplicateSubscriberIdentifier,
+    InvalidStateError,
+    UnroutableError,
+)
+from kiwipy.settings import Settings
+from kiwipy.transports.base import (
+    CloseCallback,
+    Delivery,
+    DeliveryHandler,
+    LinkCallback,
+    Message,
+    MessageHandler,
+    Subscription,
+    Transport,
+)
+from kiwipy.transports.local._spawn import BrokerUnavailable, open_broker
+
+__all__ = ("LocalTransport",)
+
+_LOGGER = logging.getLogger(__name__)
+_DRAIN_TIMEOUT = 5.0
+_ERRORS: dict[str, type[Exception]] = {
+    "unroutable": UnroutableError,
+    "duplicate": DuplicateSubscriberIdentifier,
+}
+
+
+class _LinkDown(Exception):
+    """The connection closed before the answer came: send the request again once it is back."""
+
+
+class LocalDelivery(Delivery):
+    def __init__(self, transport: LocalTransport, header: dict[str, Any], body: bytes) -> None:
+        self.message = _to_message(header, body)
+        self._transport = transport
+        self._generation = transport._generation
+        self._tag = int(header["dtag"])
+        self._epoch = header["epoch"]
+        self._settled = False
+        self._stale_callbacks: list[Callable[[], None]] = []
+
+    @property
+    def settled(self) -> bool:
+        return self._settled or self.stale
+
+    @property
+    def stale(self) -> bool:
+        return self._generation != self._transport._generation or self._transport.is_closed
+
+    def add_stale_callback(self, callback: Callable[[], None]) -> None:
+        if self.stale and not self._settled:
+            asyncio.get_running_loop().call_soon(callback)
+        else:
+            self._stale_callbacks.append(callback)
+
+    def went_stale(self) -> None:
+        callbacks, self._stale_callbacks = self._stale_callbacks, []
+        for callback in callbacks:
+            callback()
+
+    async def ack(self) -> None:
+        self._settle({"op": "ack"})
+
+    async def reject(self, *, requeue: bool) -> None:
+        self._settle({"op": "reject", "requeue": requeue})
+
+    def _settle(self, header: dict[str, Any]) -> None:
+        if self.settled:
+            return
+        self._settled = True
+        self._transport._unsettled.discard(self)
+        self._transport._send({**header, "dtag": self._tag, "epoch": self._epoch})
+
+
+class _Subscription(Subscription):
+    def __init__(self, cancel: Callable[[], Any]) -> None:
+        self._cancel = cancel
+        self._cancelled = False
+
+    async def cancel(self) -> None:
+        if not self._cancelled:
+            self._cancelled = True
+            await self._cancel()
+
+
+class LocalTransport(Transport):
+    """A :class:`~kiwipy.transports.base.Transport` to the local broker of a state directory."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        parts = urllib.parse.urlsplit(settings.url)
+        query = dict(urllib.parse.parse_qsl(parts.query))
+        self._paths = StatePaths(state_directory(parts.netloc, urllib.parse.unquote(parts.path)))
+        self._idle_timeout = float(query.get("idle_timeout", 600))
+        self._durability = query.get("durability", "full")
+        if self._durability not in ("full", "process"):
+            raise ValueError(f"durability must be 'full' or 'process', not {self._durability!r}")
+        # RPC identifiers and broadcasts are per message exchange, as on RabbitMQ.
+        self._space = settings.message_exchange
+        self._tasks = OwnedTasks(_LOGGER)
+        self._message_tasks: set[asyncio.Task[Any]] = set()
+        self._writer: asyncio.StreamWriter | None = None
+        self._up = asyncio.Event()
+        self._closed = False
+        self._ever_connected = False
+        self._generation = 0
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[tuple[dict[str, Any], bytes]]] = {}
+        self._unsettled: set[LocalDelivery] = set()
+        self._declared: set[str] = set()
+        self._consumers: dict[str, tuple[str, DeliveryHandler, int]] = {}
+        self._rpc: dict[str, tuple[str, MessageHandler]] = {}
+        self._broadcasts: dict[str, MessageHandler] = {}
+        self._reply: tuple[str, MessageHandler] | None = None
+        self._link_callbacks: list[LinkCallback] = []
+        self._close_callbacks: list[CloseCallback] = []
+        self._server_properties: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"LocalTransport({str(self._paths.directory)!r})"
+
+    # -- the link ------------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        if self._ever_connected or self._closed:
+            raise InvalidStateError("LocalTransport.connect() may be called only once")
+        timeout = self._settings.connection_timeout
+        try:
+            await asyncio.wait_for(self._dial(), timeout)
+        except asyncio.TimeoutError:
+            raise self._unreachable(f"No answer from the local broker within {timeout}s") from None
+        self._ever_connected = True
+        self._up.set()
+
+    def _unreachable(self, text: str) -> ConnectionLost:
+        pid = self._paths.broker_pid()
+        return BrokerUnavailable(f"{text} ({self._paths.directory}, broker pid {pid})")
+
+    async def _dial(self) -> None:
+        reader, writer = await open_broker(
+            self._paths,
+            timeout=self._settings.connection_timeout,
+            idle_timeout=self._idle_timeout,
+            durability=self._durability,
+        )
+        self._writer = writer
+        self._generation += 1
+        self._tasks.spawn(self._read(reader, writer, self._generation), "Reading from the broker")
+        hello, _ = await self._call({"op": "hello", "version": PROTOCOL_VERSION}, direct=True)
+        self._server_properties = {k: v for k, v in hello.items() if k not in ("op", "id")}
+
+    async def _read(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, generation: int
+    ) -> None:
+        reason: BaseException | None = None
+        try:
+            while True:
+                length = frame_length(await reader.readexactly(4))
+                header, body = decode_frame(await reader.readexactly(length))
+                await self._received(header, body)
+        except (asyncio.IncompleteReadError, ConnectionError, FrameError) as exc:
+            reason = exc
+        finally:
+            writer.close()
+            if generation == self._generation:
+                self._link_lost(reason)
+
+    def _link_lost(self, reason: BaseException | None) -> None:
+        self._up.clear()
+        self._writer = None
+        self._generation += 1  # what was delivered on the old connection is stale now
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(_LinkDown())
+        self._waiting.clear()
+        unsettled, self._unsettled = self._unsettled, set()
+        for delivery in unsettled:
+            delivery.went_stale()
+        if self._closed:
+            return
+        lost = ConnectionLost(f"Lost the local broker of {self._paths.directory}: {reason!r}")
+        _LOGGER.warning("%s", lost)
+        for callback in list(self._link_callbacks):
+            _call(callback, False, lost)
+        self._tasks.spawn(self._reconnect(), "Reconnecting to the local broker")
+
+    async def _reconnect(self) -> None:
+        for delay in _backoff(0.02, self._settings.reconnect_max_delay):
+            await asyncio.sleep(delay)
+            if self._closed:
+                return
+            try:
+                await asyncio.wait_for(self._dial(), self._settings.connection_timeout)
+                await self._restore()
+            except (ConnectionLost, _LinkDown, OSError, asyncio.TimeoutError) as exc:
+                _LOGGER.debug("Reconnecting to the local broker failed: %r", exc)
+                continue
+            _LOGGER.info("Reconnected to the local broker of %s", self._paths.directory)
+            for callback in list(self._link_callbacks):
+                _call(callback, True, None)
+            return
+
+    async def _restore(self) -> None:
+        for queue in list(self._declared):
+            await self._call({"op": "declare", "queue": queue}, direct=True)
+        for tag, (queue, _handler, prefetch) in list(self._consumers.items()):
+            consume = {"op": "consume", "queue": queue, "tag": tag, "prefetch": prefetch}
+            await self._call(consume, direct=True)
+        for key, (identifier, _endpoint) in list(self._rpc.items()):
+            try:
+                await self._call(_bind_rpc(key, identifier), direct=True)
+            except DuplicateSubscriberIdentifier as exc:
+                _LOGGER.error("Lost RPC endpoint %r on reconnecting: %s", identifier, exc)
+                del self._rpc[key]
+        for sid in list(self._broadcasts):
+            await self._call({"op": "subscribe", "space": self._space, "sid": sid}, direct=True)
+        if self._reply is not None:
+            await self._call({"op": "bind_reply", "address": self._reply[0]}, direct=True)
+        self._up.set()
+
+    def _send(self, header: dict[str, Any], body: bytes = b"") -> None:
+        writer = self._writer
+        if writer is not None and not writer.is_closing():
+            writer.write(encode_frame(header, body))
+
+    async def _call(
+        self, header: dict[str, Any], body: bytes = b"", *, direct: bool = False
+    ) -> tuple[dict[str, Any], bytes]:
+        """Send a request and wait for its answer; sent again after a reconnect if the link
+        dropped first. ``direct``: on the connection being set up, without waiting for it."""
+        while True:
+            if not direct:
+                await self._live()
+            request = next(self._ids)
+            future: asyncio.Future[tuple[dict[str, Any], bytes]] = (
+                asyncio.get_running_loop().create_future()
+            )
+            self._waiting[request] = future
+            self._send({**header, "id": request}, body)
+            try:
+                answer, payload = await future
+            except _LinkDown:
+                if direct:
+                    raise
+                continue
+            if answer.get("op") == "err":
+                raise _error(answer)
+            return answer, payload
+
+    async def _live(self) -> None:
+        while not self._up.is_set():
+            self._check_open()
+            await self._up.wait()
+        self._check_open()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise CommunicatorClosed("The local transport is closed")
+        if not self._ever_connected and self._writer is None:
+            raise InvalidStateError("The local transport is not connected: call connect() first")
+
+    async def _received(self, header: dict[str, Any], body: bytes) -> None:
+        op = header.get("op")
+        if op in ("ok", "err"):
+            future = self._waiting.pop(header.get("id") or -1, None)
+            if future is not None and not future.done():
+                future.set_result((header, body))
+            elif op == "err":
+                _LOGGER.error("The local broker refused: %s", header.get("text"))
+        elif op == "deliver":
+            self._on_delivery(header, body)
+        elif op == "message":
+            await self._on_message(header, body)
+
+    def _on_delivery(self, header: dict[str, Any], body: bytes) -> None:
+        consumer = self._consumers.get(str(header.get("tag")))
+        delivery = LocalDelivery(self, header, body)
+        self._unsettled.add(delivery)
+        if consumer is None:  # cancelled meanwhile: give it back
+            delivery._settle({"op": "reject", "requeue": True})
+            return
+        self._tasks.spawn(consumer[1](delivery), "Task handler")
+
+    async def _on_message(self, header: dict[str, Any], body: bytes) -> None:
+        message = _to_message(header, body)
+        kind = header.get("kind")
+        if kind == "reply":
+            if self._reply is not None:
+                await self._reply[1](message)  # never awaits (Transport.open_reply_queue)
+            return
+        handler: MessageHandler | None
+        if kind == "rpc":
+            endpoint = self._rpc.get(str(header.get("key")))
+            handler = endpoint[1] if endpoint else None
+        else:
+            handler = self._broadcasts.get(str(header.get("sid")))
+        if handler is not None:
+            task = self._tasks.spawn(handler(message), "Message handler")
+            self._message_tasks.add(task)
+            task.add_done_callback(self._message_tasks.discard)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        running = self._message_tasks - {asyncio.current_task()}
+        self._rpc.clear()
+        self._broadcasts.clear()
+        if running:
+            await asyncio.wait(running, timeout=_DRAIN_TIMEOUT)
+        self._closed = True
+        self._up.set()
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
+        self._link_lost(None)
+        await self._tasks.close()
+        for callback in self._close_callbacks:
+            callback(None)
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
+
+    @property
+    def is_connected(self) -> bool:
+        return not self._closed and self._up.is_set()
+
+    @property
+    def server_properties(self) -> dict[str, Any]:
+        return dict(self._server_properties)
+
+    def add_close_callback(self, callback: CloseCallback) -> None:
+        self._close_callbacks.append(callback)
+
+    def add_link_callback(self, callback: LinkCallback) -> None:
+        self._link_callbacks.append(callback)
+
+    # -- tasks ---------------------------------------------------------------------------------
+
+    async def declare_task_queue(self, queue: str) -> None:
+        if queue not in self._declared:
+            await self._call({"op": "declare", "queue": queue})
+            self._declared.add(queue)
+
+    async def publish_task(self, queue: str, message: Message) -> None:
+        await self._call({"op": "publish", "queue": queue, "m": _properties(message)}, message.body)
+
+    async def consume_tasks(
+        self, queue: str, handler: DeliveryHandler, *, prefetch_count: int
+    ) -> Subscription:
+        await self.declare_task_queue(queue)
+        tag = uuid.uuid4().hex
+        self._consumers[tag] = (queue, handler, prefetch_count)
+        try:
+            await self._call(
+                {"op": "consume", "queue": queue, "tag": tag, "prefetch": prefetch_count}
+            )
+        except BaseException:
+            self._consumers.pop(tag, None)
+            raise
+
+        async def cancel() -> None:
+            self._consumers.pop(tag, None)
+            if self.is_connected:
+                await self._call({"op": "cancel", "queue": queue, "tag": tag})
+
+        return _Subscription(cancel)
+
+    async def get_task(self, queue: str) -> Delivery | None:
+        await self.declare_task_queue(queue)
+        answer, body = await self._call({"op": "get", "queue": queue})
+        if answer.get("empty"):
+            return None
+        delivery = LocalDelivery(self, answer, body)
+        self._unsettled.add(delivery)
+        return delivery
+
+    # -- rpc, broadcasts, replies --------------------------------------------------------------
+
+    async def bind_rpc(self, identifier: str, handler: MessageHandler) -> Subscription:
+        key = f"{self._space}/{identifier}"
+        if key in self._rpc:
+            raise DuplicateSubscriberIdentifier(f"RPC identifier {identifier!r} is already bound")
+        await self._call(_bind_rpc(key, identifier))
+        self._rpc[key] = (identifier, handler)
+
+        async def unbind() -> None:
+            self._rpc.pop(key, None)
+            if self.is_connected:
+                await self._call({"op": "unbind_rpc", "key": key})
+
+        return _Subscription(unbind)
+
+    async def publish_rpc(self, identifier: str, message: Message) -> None:
+        key = f"{self._space}/{identifier}"
+        header = {"op": "rpc", "key": key, "identifier": identifier, "m": _properties(message)}
+        await self._call(header, message.body)
+
+    async def publish_broadcast(self, message: Message) -> None:
+        header = {"op": "broadcast", "space": self._space, "m": _properties(message)}
+        await self._call(header, message.body)
+
+    async def subscribe_broadcasts(self, handler: MessageHandler) -> Subscription:
+        sid = uuid.uuid4().hex
+        self._broadcasts[sid] = handler
+        await self._call({"op": "subscribe", "space": self._space, "sid": sid})
+
+        async def unsubscribe() -> None:
+            self._broadcasts.pop(sid, None)
+            if self.is_connected:
+                await self._call({"op": "unsubscribe", "space": self._space, "sid": sid})
+
+        return _Subscription(unsubscribe)
+
+    async def open_reply_queue(self, handler: MessageHandler) -> str:
+        if self._reply is not None:
+            raise InvalidStateError("The reply queue is already open")
+        address = f"{self._space}-reply-{uuid.uuid4()}"
+        self._reply = (address, handler)
+        await self._call({"op": "bind_reply", "address": address})
+        return address
+
+    async def publish_reply(self, reply_to: str, message: Message) -> None:
+        header = {"op": "reply", "address": reply_to, "m": _properties(message)}
+        await self._call(header, message.body)
+
+
+def _bind_rpc(key: str, identifier: str) -> dict[str, Any]:
+    return {"op": "bind_rpc", "key": key, "identifier": identifier}
+
+
+def _properties(message: Message) -> dict[str, Any]:
+    properties: dict[str, Any] = {}
+    if message.content_type is not None:
+        properties["ct"] = message.content_type
+    if message.correlation_id is not None:
+        properties["cid"] = message.correlation_id
+    if message.reply_to is not None:
+        properties["rt"] = message.reply_to
+    if message.headers:
+        properties["h"] = dict(message.headers)
+    if message.persistent:
+        properties["p"] = True
+    return properties
+
+
+def _to_message(header: dict[str, Any], body: bytes) -> Message:
+    properties = header.get("m") or {}
+    return Message(
+        body=body,
+        content_type=properties.get("ct"),
+        correlation_id=properties.get("cid"),
+        reply_to=properties.get("rt"),
+        headers=properties.get("h") or {},
+        persistent=bool(properties.get("p")),
+        redelivered=bool(header.get("redelivered")),
+    )
+
+
+def _error(answer: dict[str, Any]) -> Exception:
+    kind = str(answer.get("type"))
+    text = str(answer.get("text"))
+    if kind == "version":
+        return BrokerError(text)
+    return _ERRORS.get(kind, BrokerError)(text)
+
+
+def _backoff(first: float, longest: float) -> Iterator[float]:
+    """Exponential back-off with jitter, so that clients do not knock in step."""
+    delay = first
+    while True:
+        yield delay * random.uniform(0.5, 1.0)
+        delay = min(delay * 2, longest)
+
+
+def _call(callback: LinkCallback, connected: bool, exc: BaseException | None) -> None:
+    try:
+        callback(connected, exc)
+    except Exception:
+        _LOGGER.exception("Link callback %r failed", callback)
