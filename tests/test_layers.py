@@ -161,6 +161,17 @@ def test_transports_know_nothing_of_communicators() -> None:
     assert _violations(("kiwipy.transports",), forbidden) == []
 
 
+def test_the_local_broker_is_standard_library_only() -> None:
+    offenders = [
+        str(edge)
+        for edge in IMPORTS
+        if _within(edge.importer, "kiwipy.broker")
+        and _within(edge.imported, "kiwipy")
+        and not _within(edge.imported, "kiwipy.broker")
+    ]
+    assert offenders == []
+
+
 def test_only_the_amqp_transport_imports_the_amqp_client() -> None:
     offenders = [
         str(edge)

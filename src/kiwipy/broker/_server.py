@@ -85,7 +85,7 @@ class Broker:
         self.broadcasts: dict[str, dict[tuple[ClientConnection, str], None]] = {}
         self.replies: dict[str, ClientConnection] = {}
         self.connections: set[ClientConnection] = set()
-        self._confirms: list[tuple[ClientConnection, int]] = []
+        self._after_commit: list[tuple[ClientConnection, dict[str, Any], bytes]] = []
         self._flush_soon: asyncio.Handle | None = None
         self._flush_later: asyncio.TimerHandle | None = None
         self._arm_idle_timer()
@@ -135,7 +135,12 @@ class Broker:
     def confirm_after_commit(self, connection: ClientConnection, request: int) -> None:
         """Answer ``request`` once what it wrote is committed: at the end of this loop turn,
         with whatever else the turn wrote (group commit)."""
-        self._confirms.append((connection, request))
+        self.send_after_commit(connection, {"op": "ok", "id": request})
+
+    def send_after_commit(
+        self, connection: ClientConnection, header: dict[str, Any], body: bytes = b""
+    ) -> None:
+        self._after_commit.append((connection, header, body))
         if self._flush_soon is None:
             self._flush_soon = asyncio.get_running_loop().call_soon(self.flush)
 
@@ -152,9 +157,9 @@ class Broker:
                 handle.cancel()
         self._flush_soon = self._flush_later = None
         self.store.commit()
-        confirms, self._confirms = self._confirms, []
-        for connection, request in confirms:
-            connection.send({"op": "ok", "id": request})
+        frames, self._after_commit = self._after_commit, []
+        for connection, header, body in frames:
+            connection.send(header, body)
 
     # -- tasks ---------------------------------------------------------------------------------
 
@@ -169,16 +174,19 @@ class Broker:
 
     def deliver(self, connection: ClientConnection, task: Task, consumer: Consumer) -> None:
         header = {"op": "deliver", "tag": consumer.tag, **self.lease(connection, task, consumer)}
-        connection.send(header, task.body)
+        self.send_after_commit(connection, header, task.body)
 
     def lease(
         self, connection: ClientConnection, task: Task, consumer: Consumer | None
     ) -> dict[str, Any]:
-        """Hand ``task`` to ``connection`` until it settles it or closes; the delivery's fields."""
+        """Hand ``task`` to ``connection`` until it settles it or closes; the delivery's fields.
+
+        The delivery goes out after the commit of its count (:meth:`send_after_commit`), so that
+        ``redelivered`` is true after a broker crash too.
+        """
         redelivered = task.deliveries > 0
         task.deliveries += 1
         self.store.delivered(task.id)
-        self.commit_lazily()
         connection.leases[task.id] = (task, consumer)
         properties = json.loads(task.props)
         return {"dtag": task.id, "epoch": self.epoch, "redelivered": redelivered, "m": properties}
@@ -352,7 +360,8 @@ class ClientConnection(asyncio.Protocol):
             return
         task = queue.ready.popleft()
         fields = self.broker.lease(self, task, None)
-        self.send({"op": "ok", "id": header.get("id"), "empty": False, **fields}, task.body)
+        answer = {"op": "ok", "id": header.get("id"), "empty": False, **fields}
+        self.broker.send_after_commit(self, answer, task.body)
 
     def _op_ack(self, header: dict[str, Any], body: bytes) -> None:
         if header.get("epoch") == self.broker.epoch:
