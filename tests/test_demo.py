@@ -1,4 +1,5 @@
-"""The README's main job: `kiwipy demo` proves nothing is lost, on RabbitMQ and in memory."""
+"""The README's main job: `kiwipy demo` proves nothing is lost: on the local broker (the default),
+on RabbitMQ and in memory."""
 
 from __future__ import annotations
 
@@ -7,12 +8,26 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+from tests.conftest import stop_local_broker
 
 KIWIPY = shutil.which("kiwipy", path=os.path.dirname(sys.executable))
 
 pytestmark = pytest.mark.timeout(80)
+
+
+@pytest.fixture(autouse=True)
+def kiwipy_home(tmp_path: Path) -> Iterator[Path]:
+    """The local broker's default state directory, private to the test and stopped after it."""
+    home = tmp_path / "kiwipy-home"
+    os.environ["KIWIPY_TEST_HOME"] = str(home)
+    yield home
+    del os.environ["KIWIPY_TEST_HOME"]
+    stop_local_broker(home)
 
 
 def run_demo(*args: str, console_script: bool = True) -> str:
@@ -22,6 +37,8 @@ def run_demo(*args: str, console_script: bool = True) -> str:
     else:
         command = [sys.executable, "-m", "kiwipy.cli", "demo", *args]
     env = {k: v for k, v in os.environ.items() if not k.startswith("KIWIPY_")}
+    env["KIWIPY_HOME"] = os.environ["KIWIPY_TEST_HOME"]
+    env["COLUMNS"] = "200"  # the summary table on one line per row
     completed = subprocess.run(
         command, capture_output=True, text=True, timeout=70, check=False, env=env
     )
@@ -64,7 +81,14 @@ def test_demo_against_rabbitmq_loses_nothing_and_shows_the_redelivery(amqp_url: 
     assert "each drained and exited (exit codes: demo-worker-1 0, demo-worker-2 0)" in output
 
 
-def test_demo_without_a_broker_says_so_and_runs_in_memory() -> None:
+def test_demo_without_a_url_runs_durably_on_the_local_broker() -> None:
+    output = run_demo("--tasks", "8")
+    assert "Connected to local://" in output
+    assert summary(output) == {"sent": 8, "completed": 8, "redelivered": 1, "lost": 0}
+    assert "confirmed by the broker (on disk)" in output
+
+
+def test_demo_without_rabbitmq_says_so_and_runs_on_the_local_broker() -> None:
     # python -m kiwipy.cli demo is the same command as kiwipy demo.
     output = run_demo(
         "--url", "amqp://guest:secret-word@127.0.0.1:1/", "--tasks", "8", console_script=False
@@ -72,8 +96,13 @@ def test_demo_without_a_broker_says_so_and_runs_in_memory() -> None:
     first = output.splitlines()[0]
     assert first.startswith("No RabbitMQ answered at amqp://guest:****@127.0.0.1:1/")
     assert "rabbitmq-server" in first
-    assert "in-memory transport" in output
-    assert "no kill step" in output
+    assert "local broker" in output
     assert "secret-word" not in output
+    assert summary(output) == {"sent": 8, "completed": 8, "redelivered": 1, "lost": 0}
+
+
+def test_demo_in_memory_runs_in_one_process() -> None:
+    output = run_demo("--url", "memory://demo-test", "--tasks", "8")
+    assert "no kill step" in output
     assert summary(output) == {"sent": 8, "completed": 8, "redelivered": 0, "lost": 0}
     assert "(in-memory transport)" in output

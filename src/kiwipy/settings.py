@@ -7,13 +7,21 @@ relays a dozen keyword arguments through several layers.
 from __future__ import annotations
 
 import dataclasses
+import os
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ("DEFAULT_URL", "Settings", "mask_url")
+__all__ = ("DEFAULT_URL", "LOCAL_URL", "Settings", "mask_url", "resolve_url")
 
+#: kiwipy 0.9's default broker: what its entry points (``kiwipy.rmq``, ``kiwipy.connect``) and
+#: a bare ``Settings()`` still use.
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1/"
+#: The default of ``kiwipy.aio.connect()``, ``kiwipy.sync.connect()`` and the ``kiwipy`` command
+#: when neither a URL nor ``$KIWIPY_URL`` is given: the local broker, nothing to install.
+LOCAL_URL = "local://"
+#: The environment variable every entry point reads for its URL when none is given.
+URL_VARIABLE = "KIWIPY_URL"
 
 MESSAGE_EXCHANGE = "kiwipy.messages"
 TASK_EXCHANGE = "kiwipy.tasks"
@@ -202,3 +210,8 @@ class Settings:
         return f"Settings(url={self.masked_url!r}, {fields})"
 
     __str__ = __repr__
+
+
+def resolve_url(url: str | None) -> str:
+    """The URL to use: ``url``, else ``$KIWIPY_URL``, else :data:`LOCAL_URL`."""
+    return url or os.environ.get(URL_VARIABLE) or LOCAL_URL

@@ -18,7 +18,7 @@ from kiwipy.exceptions import (
     ConnectionLost,
     ReplyLost,
 )
-from kiwipy.settings import Settings
+from kiwipy.settings import Settings, resolve_url
 from kiwipy.transports import create_transport
 from kiwipy.transports.base import Transport
 
@@ -32,12 +32,14 @@ _SETTLE_ON_CLOSE_S = 5.0
 
 
 async def connect(url: str | None = None, **options: Any) -> AsyncCommunicator:
-    """Connect to the broker at ``url`` (``amqp://``, ``amqps://`` or ``memory://``).
+    """Connect to the broker at ``url`` (``local://``, ``amqp://``, ``amqps://``, ``memory://``).
+
+    With no ``url``: ``$KIWIPY_URL``, else ``local://`` (the local broker, started if need be).
 
     ``options`` are the fields of :class:`kiwipy.settings.Settings` (``heartbeat``,
     ``task_prefetch_count``, ``testing_mode``, ...).
     """
-    communicator = AsyncCommunicator(Settings.from_url(url, **options))
+    communicator = AsyncCommunicator(Settings.from_url(resolve_url(url), **options))
     await communicator.connect()
     return communicator
 

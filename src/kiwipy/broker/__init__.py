@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -115,6 +116,8 @@ async def _run(paths: StatePaths, store: Store, idle_timeout: float, announce: b
     loop = asyncio.get_running_loop()
     server = await loop.create_unix_server(lambda: ClientConnection(broker), path=str(socket))
     os.chmod(socket, 0o600)
+    for stop in (signal.SIGTERM, signal.SIGINT):  # a supervisor's stop: a clean exit
+        loop.add_signal_handler(stop, broker.stopped.set)
     _LOGGER.info(
         "Broker pid %d, epoch %d, serving %s on %s",
         os.getpid(),
@@ -145,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
     directory = Path(options.dir) if options.dir else state_directory()
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
     try:
         serve(

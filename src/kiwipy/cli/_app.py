@@ -34,7 +34,7 @@ _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 def cli(verbose: int) -> None:
     """kiwipy: tasks, RPC and broadcasts over RabbitMQ, from the terminal.
 
-    Every command takes --url (default: $KIWIPY_URL, else amqp://guest:guest@127.0.0.1/).
+    Every command takes --url (default: $KIWIPY_URL, else local://, the local broker).
     Start with `kiwipy demo`.
     """
     configure_logging(verbose)
@@ -455,6 +455,21 @@ def demo(n_tasks: int, workers: int, task_seconds: float, connection: Connection
 
 
 # -- entry point -------------------------------------------------------------------------------
+
+
+@cli.command(context_settings=_CONTEXT)
+@click.option("--dir", "directory", metavar="DIR", help="State directory (default: local://'s).")
+@click.option("--idle-timeout", type=float, default=0.0, show_default=True, help="0: never.")
+@click.option("--durability", type=click.Choice(["full", "process"]), default="full")
+def broker(directory: str | None, idle_timeout: float, durability: str) -> int:
+    """Run the local broker (local://) in the foreground, e.g. under a supervisor.
+
+    Clients start one themselves when none runs; this is for those who want it supervised.
+    """
+    from kiwipy.broker import main as broker_main
+
+    arguments = ["--idle-timeout", str(idle_timeout), "--durability", durability]
+    return broker_main([*arguments, *(["--dir", directory] if directory else [])])
 
 
 def main(argv: Sequence[str] | None = None, prog_name: str = "kiwipy") -> int:

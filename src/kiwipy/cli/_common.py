@@ -6,7 +6,6 @@ import contextlib
 import functools
 import json
 import logging
-import os
 import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -14,7 +13,7 @@ from typing import Any, TypeVar
 import click
 
 import kiwipy.sync
-from kiwipy.settings import DEFAULT_URL, mask_url
+from kiwipy.settings import LOCAL_URL, URL_VARIABLE, mask_url, resolve_url
 
 __all__ = (
     "CliError",
@@ -27,7 +26,7 @@ __all__ = (
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-URL_ENV = "KIWIPY_URL"
+URL_ENV = URL_VARIABLE
 
 
 class CliError(click.ClickException):
@@ -37,7 +36,7 @@ class CliError(click.ClickException):
 
 
 def default_url() -> str:
-    return os.environ.get(URL_ENV) or DEFAULT_URL
+    return resolve_url(None)
 
 
 def scrub(text: str, url: str) -> str:
@@ -131,7 +130,7 @@ def connection_options(function: F) -> F:
     @click.option(
         "--url",
         default=default_url,
-        show_default=f"${URL_ENV}, else {DEFAULT_URL}",
+        show_default=f"${URL_ENV}, else {LOCAL_URL} (the local broker)",
         help="Broker URL (amqp://, amqps:// or memory://).",
     )
     @click.option(

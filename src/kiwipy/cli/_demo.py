@@ -7,8 +7,9 @@ through a :class:`~kiwipy.filters.BroadcastFilter`, SIGKILLs one worker while it
 and ends with a summary the numbers prove: every task confirmed by the broker completed, the
 killed worker's task among them, redelivered to another worker.
 
-When no RabbitMQ answers, it says so and runs the same demo on the in-memory transport, in one
-process (threads instead of processes, no kill step).
+With no URL it runs on the local broker (``local://``: durable, nothing to install); when a
+RabbitMQ URL is given and nothing answers there, it says so and runs on the local broker too.
+``--url memory://NAME`` runs it in one process instead (threads, no kill step).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import IO, TYPE_CHECKING, Any
 from kiwipy.aio import current_incoming_task
 from kiwipy.exceptions import ConnectionLost, UnroutableError
 from kiwipy.filters import BroadcastFilter
-from kiwipy.settings import mask_url
+from kiwipy.settings import LOCAL_URL, mask_url
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -146,7 +147,8 @@ class _Processes:
 def _connect_or_fall_back(
     connection: ConnectionOptions, console: Console, prefix: str
 ) -> tuple[Communicator, bool]:
-    """The client communicator, and whether it is on RabbitMQ (else in memory)."""
+    """The client communicator, and whether it is on a durable broker with worker processes
+    (else in memory, in one process)."""
     import kiwipy.sync
     from kiwipy.cli._common import CliError, scrub
 
@@ -164,18 +166,16 @@ def _connect_or_fall_back(
         reason = scrub(str(exc), connection.url)
         if "ACCESS_REFUSED" in reason or "Connection.OpenOk" in reason:
             raise CliError(f"RabbitMQ refused the demo: {reason}") from exc
+        if connection.url.startswith("local:"):
+            raise CliError(f"The local broker did not start: {reason}") from exc
         console.print(
-            f"No RabbitMQ answered at {mask_url(connection.url)}; to start one: {START_BROKER}",
+            f"No RabbitMQ answered at {mask_url(connection.url)} (to start one: "
+            f"{START_BROKER}); running the same demo on the local broker ({LOCAL_URL}), "
+            "durable too, which needs nothing installed.",
             soft_wrap=True,
         )
-    memory_url = f"memory://demo-{uuid.uuid4().hex[:8]}"
-    console.print(
-        f"Running the same demo on the in-memory transport ({memory_url}) in this one process: "
-        "threads instead of worker processes, and no kill step.",
-        soft_wrap=True,
-    )
-    connection.url = memory_url
-    return kiwipy.sync.connect(memory_url, **options), False
+    connection.url = LOCAL_URL
+    return kiwipy.sync.connect(LOCAL_URL, **options), True
 
 
 def _rpc(client: Communicator, name: str, request: str) -> dict[str, Any]:
@@ -248,16 +248,16 @@ def run_demo(
     console = Console(highlight=False)
     started = time.monotonic()
     prefix = connection.exchange_prefix or f"kiwipy-demo-{uuid.uuid4().hex[:8]}"
-    client, on_rabbitmq = _connect_or_fall_back(connection, console, prefix)
+    client, durable = _connect_or_fall_back(connection, console, prefix)
     names = [f"demo-worker-{n}" for n in range(1, workers + 1)]
     with client:
-        where = "worker processes" if on_rabbitmq else "worker threads"
+        where = "worker processes" if durable else "worker threads"
         console.print(
             f"Connected to {mask_url(connection.url)}; starting {workers} {where} "
             f"({', '.join(names)})",
             soft_wrap=True,
         )
-        if on_rabbitmq:
+        if durable:
             procs = _Processes(connection.url, prefix)
             try:
                 for name in names:
@@ -278,7 +278,7 @@ def run_demo(
                 _wait_ready(client, names, None)
                 outcome = _scenario(client, console, names, tasks, task_seconds, None)
     outcome["seconds"] = time.monotonic() - started
-    _summary(console, outcome, on_rabbitmq)
+    _summary(console, outcome, durable)
     return 0 if outcome["lost"] == 0 else 1
 
 
@@ -384,14 +384,14 @@ def _scenario(
     }
 
 
-def _summary(console: Console, outcome: dict[str, Any], on_rabbitmq: bool) -> None:
+def _summary(console: Console, outcome: dict[str, Any], durable: bool) -> None:
     from rich.table import Table
 
     table = Table(title="Summary", title_justify="left", show_header=False)
     table.add_column("")
     table.add_column("", justify="right")
     table.add_column("")
-    confirmed = "confirmed by RabbitMQ (on disk)" if on_rabbitmq else "taken by the memory broker"
+    confirmed = "confirmed by the broker (on disk)" if durable else "taken by the memory broker"
     table.add_row("sent", str(outcome["sent"]), f"every one {confirmed}")
     checked = "all correct" if outcome["correct"] else "SOME WRONG"
     table.add_row("completed", str(outcome["completed"]), f"results received, {checked}")
@@ -399,7 +399,7 @@ def _summary(console: Console, outcome: dict[str, Any], on_rabbitmq: bool) -> No
         table.add_row("failed", str(outcome["failed"]), "the task raised")
     ids = ", ".join(map(str, outcome["redelivered_ids"]))
     note = f"task {ids} ran again on another worker" if ids else "no task needed a second run"
-    if not on_rabbitmq:
+    if not durable:
         note = "no kill step in memory"
     table.add_row("redelivered after the kill", str(outcome["redelivered"]), note)
     table.add_row("lost", str(outcome["lost"]), "sent and confirmed, but no result")
@@ -408,6 +408,6 @@ def _summary(console: Console, outcome: dict[str, Any], on_rabbitmq: bool) -> No
     console.print(
         f"Summary: sent {outcome['sent']}, completed {outcome['completed']}, "
         f"redelivered after the kill {outcome['redelivered']}, lost {outcome['lost']}, "
-        f"time {outcome['seconds']:.1f} s" + ("" if on_rabbitmq else " (in-memory transport)"),
+        f"time {outcome['seconds']:.1f} s" + ("" if durable else " (in-memory transport)"),
         soft_wrap=True,
     )

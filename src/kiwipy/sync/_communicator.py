@@ -12,7 +12,7 @@ from kiwipy import communications
 from kiwipy.aio._communicator import AsyncCommunicator
 from kiwipy.aio._futures import weak_callback
 from kiwipy.exceptions import CommunicatorClosed
-from kiwipy.settings import Settings
+from kiwipy.settings import Settings, resolve_url
 from kiwipy.sync._callbacks import CallbackThreads
 from kiwipy.sync._futures import to_concurrent
 from kiwipy.sync._portal import Portal
@@ -25,8 +25,11 @@ _NUMBERS = itertools.count(1)
 
 
 def connect(url: str | None = None, **options: Any) -> Communicator:
-    """Connect to the broker at ``url`` and return a blocking :class:`Communicator`."""
-    return Communicator(Settings.from_url(url, **options))
+    """Connect to the broker at ``url`` and return a blocking :class:`Communicator`.
+
+    With no ``url``: ``$KIWIPY_URL``, else ``local://`` (the local broker, started if need be).
+    """
+    return Communicator(Settings.from_url(resolve_url(url), **options))
 
 
 class Communicator(communications.Communicator):
