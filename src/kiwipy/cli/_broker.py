@@ -128,9 +128,37 @@ def _from_rabbitmqctl(url: str, names: list[str]) -> list[QueueCounts] | None:
     return found
 
 
+def _from_local(url: str, names: list[str]) -> list[QueueCounts]:
+    """Counts from the local broker itself (its ``stats`` request; declares nothing)."""
+    import asyncio
+
+    from kiwipy.settings import Settings
+    from kiwipy.transports.local import LocalTransport
+
+    async def ask() -> dict[str, dict[str, int]]:
+        transport = LocalTransport(Settings.from_url(url))
+        await transport.connect()
+        try:
+            return await transport.queue_stats()
+        finally:
+            await transport.close()
+
+    stats = asyncio.run(ask())
+    found = []
+    for name in names or sorted(stats):
+        row = stats.get(name)
+        if row is None:
+            found.append(QueueCounts(name, None, None, None, exists=False))
+        else:
+            found.append(QueueCounts(name, row["ready"], row["unacked"], row["consumers"]))
+    return found
+
+
 def queue_counts(url: str, names: Iterable[str]) -> CountsReport:
     """Counts of the queues ``names`` on the broker at ``url`` (an AMQP URL)."""
     wanted = list(dict.fromkeys(names))
+    if urllib.parse.urlsplit(url).scheme == "local":
+        return CountsReport("the local broker", _from_local(url, wanted))
     if urllib.parse.urlsplit(url).scheme not in ("amqp", "amqps"):
         return CountsReport(None, [], "the in-memory transport has no counts to show")
     counts = _from_management(url, wanted)

@@ -412,6 +412,12 @@ class LocalTransport(Transport):
         self._unsettled.add(delivery)
         return delivery
 
+    async def queue_stats(self) -> dict[str, dict[str, int]]:
+        """``{queue: {"ready", "unacked", "consumers"}}`` for every queue the broker has."""
+        answer, _ = await self._call({"op": "stats"})
+        queues: dict[str, dict[str, int]] = answer.get("queues", {})
+        return queues
+
     # -- rpc, broadcasts, replies --------------------------------------------------------------
 
     async def bind_rpc(self, identifier: str, handler: MessageHandler) -> Subscription:
