@@ -12,8 +12,15 @@ import kiwipy.aio
 from kiwipy.testing.conformance import CommunicatorConformance, Connect
 from kiwipy.testing.drivers import connect_blocking
 
+TRANSPORTS = [
+    "memory",
+    "local",
+    pytest.param("amqp", marks=pytest.mark.amqp),
+    pytest.param("amqp-quorum", marks=pytest.mark.amqp),  # task queues of type quorum
+]
 
-@pytest.fixture(params=["memory", "local", pytest.param("amqp", marks=pytest.mark.amqp)])
+
+@pytest.fixture(params=TRANSPORTS)
 def transport_url(request: pytest.FixtureRequest) -> str:
     if request.param == "memory":
         return f"memory://{uuid.uuid4().hex}"
@@ -30,7 +37,11 @@ def facade(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def connect(transport_url: str, facade: str, unique_name: str) -> AsyncIterator[Connect]:
+async def connect(
+    transport_url: str, facade: str, unique_name: str, request: pytest.FixtureRequest
+) -> AsyncIterator[Connect]:
+    quorum = request.node.callspec.params.get("transport_url") == "amqp-quorum"
+    transport_options = {"task_queue_type": "quorum"} if quorum else {}
     opened: list[Any] = []
 
     async def connect(**options: Any) -> Any:
@@ -39,6 +50,7 @@ async def connect(transport_url: str, facade: str, unique_name: str) -> AsyncIte
             "task_exchange": f"{unique_name}.tasks",
             "task_queue": f"{unique_name}.tasks",
             "testing_mode": True,
+            **transport_options,
             **options,
         }
         if facade == "sync":

@@ -36,6 +36,7 @@ _SCHEMES = ("amqp", "amqps", "memory", "local")
 # Options that may also be given as URL query parameters, with their parsers.
 _QUERY_OPTIONS: dict[str, Callable[[str], Any]] = {
     "heartbeat": int,
+    "task_queue_type": str,
     "connection_timeout": lambda text: float(text) / 1000.0,  # RabbitMQ URI spec: milliseconds
 }
 #: TLS query parameters of RabbitMQ's URI spec (https://www.rabbitmq.com/docs/uri-query-parameters)
@@ -134,6 +135,13 @@ class Settings:
     #: set per consumer on RabbitMQ 3.11.15 and later (no queue argument changes). ``None``:
     #: the broker's own setting (30 min by default).
     consumer_timeout: float | str | None = None
+    #: ``"classic"`` (kiwipy 0.9's declaration, so that mixed fleets share the queue) or
+    #: ``"quorum"``: a replicated queue on a RabbitMQ cluster (RabbitMQ 3.8 and later).
+    task_queue_type: str = "classic"
+    #: Quorum task queues only: after this many deliveries a task is dead-lettered (or dropped)
+    #: by the broker itself, whatever the workers do. RabbitMQ 4.x defaults to 20 when unset;
+    #: kiwipy always sets it, so the behaviour is the same on 3.x and 4.x.
+    task_delivery_limit: int = 20
     #: TLS (``amqps://`` only; also the URL query parameters ``cacertfile``, ``certfile``,
     #: ``keyfile``, ``verify=verify_peer|verify_none`` and ``server_name_indication``).
     #: CA bundle to trust instead of the system's; ``None``: the system's default CAs.
@@ -156,6 +164,12 @@ class Settings:
             raise ValueError("task_prefetch_count must be >= 0 (0 means unlimited)")
         if self.max_message_bytes <= 0:
             raise ValueError("max_message_bytes must be positive")
+        if self.task_queue_type not in ("classic", "quorum"):
+            raise ValueError(
+                f'task_queue_type must be "classic" or "quorum", not {self.task_queue_type!r}'
+            )
+        if self.task_delivery_limit <= 0:
+            raise ValueError("task_delivery_limit must be positive")
         if isinstance(self.consumer_timeout, str) and self.consumer_timeout != "none":
             raise ValueError('consumer_timeout must be seconds, "none" or None')
         if (self.encoder is None) != (self.decoder is None):

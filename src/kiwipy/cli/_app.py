@@ -458,6 +458,34 @@ def demo(n_tasks: int, workers: int, task_seconds: float, connection: Connection
 
 
 @cli.command(context_settings=_CONTEXT)
+@click.option("--queue", "-q", "queue_name", default="kiwipy.tasks", show_default=True)
+@click.option("--dead-letter-queue", default=None, help="Default: QUEUE.dead.")
+@click.option("--delivery-limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--vhost", default="/", show_default=True)
+@click.option("--apply", is_flag=True, help="Run it with rabbitmqctl (on the broker's machine).")
+def policy(
+    queue_name: str, dead_letter_queue: str | None, delivery_limit: int, vhost: str, apply: bool
+) -> int:
+    """Print (or apply) the RabbitMQ policy for poison tasks: delivery limit and dead-lettering.
+
+    A policy applies to an existing queue without changing its declaration, so kiwipy 0.9
+    peers keep working. The delivery limit counts on quorum queues.
+    """
+    from kiwipy.cli._policy import PoisonPolicy, apply_policy
+
+    chosen = PoisonPolicy(
+        queue_name, dead_letter_queue or f"{queue_name}.dead", delivery_limit, vhost
+    )
+    click.echo(chosen.command())
+    if apply:
+        try:
+            click.echo(apply_policy(chosen))
+        except (OSError, RuntimeError) as exc:
+            raise click.ClickException(str(exc)) from exc
+    return 0
+
+
+@cli.command(context_settings=_CONTEXT)
 @click.option("--dir", "directory", metavar="DIR", help="State directory (default: local://'s).")
 @click.option("--idle-timeout", type=float, default=0.0, show_default=True, help="0: never.")
 @click.option("--durability", type=click.Choice(["full", "process"]), default="full")

@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import aiormq
 
-from kiwipy.exceptions import DuplicateSubscriberIdentifier
+from kiwipy.exceptions import BrokerError, DuplicateSubscriberIdentifier
 from kiwipy.settings import TESTING_QUEUE_EXPIRES_MS, Settings
 from kiwipy.transports.amqp._channels import ChannelSlot, ControlChannels
 from kiwipy.transports.amqp._errors import amqp_errors
 from kiwipy.transports.amqp._link import Link
 
-__all__ = ("Bindings", "Once", "Topology")
+__all__ = ("Bindings", "Once", "Topology", "task_queue_arguments")
+
+_LOGGER = logging.getLogger("kiwipy.transports.amqp")
 
 Bindings = list[tuple[str, str]]
 #: Control channels open at most at once: declarations that do not wait for each other.
@@ -62,6 +65,7 @@ class Topology:
         self._once = Once()
         self._exchanges: set[str] = set()
         self._task_queues: set[str] = set()
+        self._warned_mismatch: set[str] = set()
 
     def forget_all(self) -> None:
         self._exchanges.clear()
@@ -155,15 +159,53 @@ class Topology:
 
     async def _declare_task_queue(self, queue: str) -> None:
         settings = self._settings
-        arguments = {"x-message-ttl": settings.task_message_ttl_ms}
-        if settings.testing_mode:
-            arguments["x-expires"] = TESTING_QUEUE_EXPIRES_MS
+        arguments = task_queue_arguments(settings)
         # Durable even in testing mode: RabbitMQ 4.3 refuses transient non-exclusive queues.
-        await self.declare_queue(
-            f"declare task queue {queue!r}",
-            queue,
-            [(settings.task_exchange, queue)],
-            durable=True,
-            arguments=arguments,
-        )
+        try:
+            await self.declare_queue(
+                f"declare task queue {queue!r}",
+                queue,
+                [(settings.task_exchange, queue)],
+                durable=True,
+                arguments=arguments,
+            )
+        except BrokerError as exc:
+            if not isinstance(exc.__cause__, aiormq.ChannelPreconditionFailed):
+                raise
+            await self._use_existing_queue(queue, arguments, exc)
         self._task_queues.add(queue)
+
+    async def _use_existing_queue(
+        self, queue: str, arguments: dict[str, Any], refusal: BrokerError
+    ) -> None:
+        """The queue exists with other arguments (a kiwipy 0.9 peer's, another queue type):
+        use it as it is, after one clear warning."""
+        async with self.control_channel(f"check task queue {queue!r}") as slot:
+            await (await slot.get()).queue_declare(queue, passive=True)
+            await self._bind(slot, queue, self._settings.task_exchange, queue)
+        if queue not in self._warned_mismatch:
+            self._warned_mismatch.add(queue)
+            _LOGGER.warning(
+                "Task queue %r already exists with other arguments than kiwipy's %s; using it "
+                "as it is. The broker said: %s. To change it, delete the queue when it is "
+                "empty, or set a policy (kiwipy's docs/operations.md: quorum queues).",
+                queue,
+                arguments,
+                refusal.__cause__,
+            )
+
+
+def task_queue_arguments(settings: Settings) -> dict[str, Any]:
+    """The task queue's arguments, by queue type.
+
+    Classic: kiwipy 0.9's exactly (a message TTL, and an expiry in testing mode). Quorum: the
+    same plus the type and an explicit delivery limit; never the arguments quorum queues refuse
+    (priority, lazy mode, exclusive, auto-delete).
+    """
+    arguments: dict[str, Any] = {"x-message-ttl": settings.task_message_ttl_ms}
+    if settings.testing_mode:
+        arguments["x-expires"] = TESTING_QUEUE_EXPIRES_MS
+    if settings.task_queue_type == "quorum":
+        arguments["x-queue-type"] = "quorum"
+        arguments["x-delivery-limit"] = settings.task_delivery_limit
+    return arguments
