@@ -45,13 +45,15 @@ asyncio.run(main())
 """
 
 
-async def pair(url: str) -> tuple[Any, Any]:
+async def pair(url: str, **extra: Any) -> tuple[Any, Any]:
+    """A client and a worker communicator on fresh names (``extra``: more settings)."""
     name = f"bench-{uuid.uuid4().hex[:8]}"
     options = {
         "testing_mode": True,
         "task_queue": f"{name}.tasks",
         "task_exchange": f"{name}.tasks",
         "message_exchange": f"{name}.messages",
+        **extra,
     }
     client = await kiwipy.aio.connect(url, **options)
     worker = await kiwipy.aio.connect(url, **options)
@@ -60,8 +62,8 @@ async def pair(url: str) -> tuple[Any, Any]:
     return client, worker
 
 
-async def tasks_with_replies_pipelined(url: str, n: int) -> float:
-    client, worker = await pair(url)
+async def tasks_with_replies_pipelined(url: str, n: int, **extra: Any) -> float:
+    client, worker = await pair(url, **extra)
     try:
         await (await client.task_send(0))
         started = time.perf_counter()
@@ -73,8 +75,8 @@ async def tasks_with_replies_pipelined(url: str, n: int) -> float:
         await worker.close()
 
 
-async def awaited_sends_one_at_a_time(url: str, n: int) -> float:
-    client, worker = await pair(url)
+async def awaited_sends_one_at_a_time(url: str, n: int, **extra: Any) -> float:
+    client, worker = await pair(url, **extra)
     try:
         await client.task_send(0, no_reply=True)
         started = time.perf_counter()
