@@ -424,6 +424,12 @@ class ClientConnection(asyncio.Protocol):
             owner.send(message, body)
         self._answer(header)
 
+    def _op_bye(self, header: dict[str, Any], body: bytes) -> None:
+        """A graceful close: free everything now, so that when the client's close returns its
+        RPC identifiers are free and its unsettled tasks back in their queues."""
+        self.broker.disconnected(self)
+        self._answer(header)
+
     def _op_stats(self, header: dict[str, Any], body: bytes) -> None:
         unsettled: collections.Counter[str] = collections.Counter()
         for connection in self.broker.connections:

@@ -11,6 +11,7 @@ were not answered (a publish whose confirm never came) are sent again: at least 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import random
@@ -54,6 +55,8 @@ __all__ = ("LocalTransport",)
 
 _LOGGER = logging.getLogger(__name__)
 _DRAIN_TIMEOUT = 5.0
+#: How long a graceful close waits for the broker to free what this transport held.
+_BYE_TIMEOUT = 2.0
 _ERRORS: dict[str, type[Exception]] = {
     "unroutable": UnroutableError,
     "duplicate": DuplicateSubscriberIdentifier,
@@ -344,6 +347,9 @@ class LocalTransport(Transport):
         self._broadcasts.clear()
         if running:
             await asyncio.wait(running, timeout=_DRAIN_TIMEOUT)
+        if self.is_connected:
+            with contextlib.suppress(ConnectionLost, _LinkDown, OSError, asyncio.TimeoutError):
+                await asyncio.wait_for(self._call({"op": "bye"}, direct=True), _BYE_TIMEOUT)
         self._closed = True
         self._up.set()
         writer, self._writer = self._writer, None
