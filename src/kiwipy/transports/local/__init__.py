@@ -1,43 +1,25 @@
 """The ``local://`` transport: a client of the local broker (:mod:`kiwipy.broker`).
 
-One Unix-socket connection per transport. Requests carry an id and are answered in order;
-deliveries, RPC requests, broadcasts and replies arrive unasked. When the connection drops
-(the broker was killed, or restarted), deliveries in hand go stale, the link reconnects with
-jittered back-off (starting the broker again if needed) and restores what this transport had:
-queues, consumers, RPC endpoints, broadcast subscriptions and its reply address. Requests that
-were not answered (a publish whose confirm never came) are sent again: at least once.
+One Unix-socket connection per transport (:mod:`._link`). Deliveries, RPC requests, broadcasts
+and replies arrive unasked. When the connection drops (the broker was killed, or restarted),
+deliveries in hand go stale, the link reconnects (starting the broker again if needed) and this
+transport restores what it had: queues, consumers, RPC endpoints, broadcast subscriptions and
+its reply address. Requests that were not answered (a publish whose confirm never came) are sent
+again: at least once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
 import logging
-import random
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from kiwipy._owned import OwnedTasks
-from kiwipy.broker._wire import (
-    PROTOCOL_VERSION,
-    FrameError,
-    StatePaths,
-    decode_frame,
-    encode_frame,
-    frame_length,
-    state_directory,
-)
-from kiwipy.exceptions import (
-    BrokerError,
-    CommunicatorClosed,
-    ConnectionLost,
-    DuplicateSubscriberIdentifier,
-    InvalidStateError,
-    UnroutableError,
-)
+from kiwipy.broker._wire import StatePaths, state_directory
+from kiwipy.exceptions import DuplicateSubscriberIdentifier, InvalidStateError
 from kiwipy.settings import Settings
 from kiwipy.transports.base import (
     CloseCallback,
@@ -49,29 +31,19 @@ from kiwipy.transports.base import (
     Subscription,
     Transport,
 )
-from kiwipy.transports.local._spawn import BrokerUnavailable, open_broker
+from kiwipy.transports.local._link import BrokerLink
 
 __all__ = ("LocalTransport",)
 
 _LOGGER = logging.getLogger(__name__)
 _DRAIN_TIMEOUT = 5.0
-#: How long a graceful close waits for the broker to free what this transport held.
-_BYE_TIMEOUT = 2.0
-_ERRORS: dict[str, type[Exception]] = {
-    "unroutable": UnroutableError,
-    "duplicate": DuplicateSubscriberIdentifier,
-}
-
-
-class _LinkDown(Exception):
-    """The connection closed before the answer came: send the request again once it is back."""
 
 
 class LocalDelivery(Delivery):
     def __init__(self, transport: LocalTransport, header: dict[str, Any], body: bytes) -> None:
         self.message = _to_message(header, body)
         self._transport = transport
-        self._generation = transport._generation
+        self._generation = transport._link.generation
         self._tag = int(header["dtag"])
         self._epoch = header["epoch"]
         self._settled = False
@@ -83,7 +55,7 @@ class LocalDelivery(Delivery):
 
     @property
     def stale(self) -> bool:
-        return self._generation != self._transport._generation or self._transport.is_closed
+        return self._generation != self._transport._link.generation or self._transport.is_closed
 
     def add_stale_callback(self, callback: Callable[[], None]) -> None:
         if self.stale and not self._settled:
@@ -107,7 +79,7 @@ class LocalDelivery(Delivery):
             return
         self._settled = True
         self._transport._unsettled.discard(self)
-        self._transport._send({**header, "dtag": self._tag, "epoch": self._epoch})
+        self._transport._link.send({**header, "dtag": self._tag, "epoch": self._epoch})
 
 
 class _Subscription(Subscription):
@@ -127,32 +99,29 @@ class LocalTransport(Transport):
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         parts = urllib.parse.urlsplit(settings.url)
-        query = dict(urllib.parse.parse_qsl(parts.query))
+        options = dict(urllib.parse.parse_qsl(parts.query))
         self._paths = StatePaths(state_directory(parts.netloc, urllib.parse.unquote(parts.path)))
-        self._idle_timeout = float(query.get("idle_timeout", 600))
-        self._durability = query.get("durability", "full")
-        if self._durability not in ("full", "process"):
-            raise ValueError(f"durability must be 'full' or 'process', not {self._durability!r}")
         # RPC identifiers and broadcasts are per message exchange, as on RabbitMQ.
         self._space = settings.message_exchange
         self._tasks = OwnedTasks(_LOGGER)
+        self._link = BrokerLink(
+            settings,
+            self._paths,
+            options,
+            self._tasks,
+            on_frame=self._received,
+            on_lost=self._deliveries_went_stale,
+            restore=self._restore,
+        )
+        self._call = self._link.call
         self._message_tasks: set[asyncio.Task[Any]] = set()
-        self._writer: asyncio.StreamWriter | None = None
-        self._up = asyncio.Event()
-        self._closed = False
-        self._ever_connected = False
-        self._generation = 0
-        self._ids = itertools.count(1)
-        self._waiting: dict[int, asyncio.Future[tuple[dict[str, Any], bytes]]] = {}
         self._unsettled: set[LocalDelivery] = set()
         self._declared: set[str] = set()
         self._consumers: dict[str, tuple[str, DeliveryHandler, int]] = {}
         self._rpc: dict[str, tuple[str, MessageHandler]] = {}
         self._broadcasts: dict[str, MessageHandler] = {}
         self._reply: tuple[str, MessageHandler] | None = None
-        self._link_callbacks: list[LinkCallback] = []
         self._close_callbacks: list[CloseCallback] = []
-        self._server_properties: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return f"LocalTransport({str(self._paths.directory)!r})"
@@ -160,83 +129,12 @@ class LocalTransport(Transport):
     # -- the link ------------------------------------------------------------------------------
 
     async def connect(self) -> None:
-        if self._ever_connected or self._closed:
-            raise InvalidStateError("LocalTransport.connect() may be called only once")
-        timeout = self._settings.connection_timeout
-        try:
-            await asyncio.wait_for(self._dial(), timeout)
-        except asyncio.TimeoutError:
-            raise self._unreachable(f"No answer from the local broker within {timeout}s") from None
-        self._ever_connected = True
-        self._up.set()
+        await self._link.connect()
 
-    def _unreachable(self, text: str) -> ConnectionLost:
-        pid = self._paths.broker_pid()
-        return BrokerUnavailable(f"{text} ({self._paths.directory}, broker pid {pid})")
-
-    async def _dial(self) -> None:
-        reader, writer = await open_broker(
-            self._paths,
-            timeout=self._settings.connection_timeout,
-            idle_timeout=self._idle_timeout,
-            durability=self._durability,
-        )
-        self._writer = writer
-        self._generation += 1
-        self._tasks.spawn(self._read(reader, writer, self._generation), "Reading from the broker")
-        hello, _ = await self._call({"op": "hello", "version": PROTOCOL_VERSION}, direct=True)
-        self._server_properties = {k: v for k, v in hello.items() if k not in ("op", "id")}
-
-    async def _read(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, generation: int
-    ) -> None:
-        reason: BaseException | None = None
-        try:
-            while True:
-                length = frame_length(await reader.readexactly(4))
-                header, body = decode_frame(await reader.readexactly(length))
-                await self._received(header, body)
-        except (asyncio.IncompleteReadError, ConnectionError, FrameError) as exc:
-            reason = exc
-        finally:
-            writer.close()
-            if generation == self._generation:
-                self._link_lost(reason)
-
-    def _link_lost(self, reason: BaseException | None) -> None:
-        self._up.clear()
-        self._writer = None
-        self._generation += 1  # what was delivered on the old connection is stale now
-        for future in self._waiting.values():
-            if not future.done():
-                future.set_exception(_LinkDown())
-        self._waiting.clear()
+    def _deliveries_went_stale(self) -> None:
         unsettled, self._unsettled = self._unsettled, set()
         for delivery in unsettled:
             delivery.went_stale()
-        if self._closed:
-            return
-        lost = ConnectionLost(f"Lost the local broker of {self._paths.directory}: {reason!r}")
-        _LOGGER.warning("%s", lost)
-        for callback in list(self._link_callbacks):
-            _call(callback, False, lost)
-        self._tasks.spawn(self._reconnect(), "Reconnecting to the local broker")
-
-    async def _reconnect(self) -> None:
-        for delay in _backoff(0.02, self._settings.reconnect_max_delay):
-            await asyncio.sleep(delay)
-            if self._closed:
-                return
-            try:
-                await asyncio.wait_for(self._dial(), self._settings.connection_timeout)
-                await self._restore()
-            except (ConnectionLost, _LinkDown, OSError, asyncio.TimeoutError) as exc:
-                _LOGGER.debug("Reconnecting to the local broker failed: %r", exc)
-                continue
-            _LOGGER.info("Reconnected to the local broker of %s", self._paths.directory)
-            for callback in list(self._link_callbacks):
-                _call(callback, True, None)
-            return
 
     async def _restore(self) -> None:
         for queue in list(self._declared):
@@ -254,58 +152,10 @@ class LocalTransport(Transport):
             await self._call({"op": "subscribe", "space": self._space, "sid": sid}, direct=True)
         if self._reply is not None:
             await self._call({"op": "bind_reply", "address": self._reply[0]}, direct=True)
-        self._up.set()
-
-    def _send(self, header: dict[str, Any], body: bytes = b"") -> None:
-        writer = self._writer
-        if writer is not None and not writer.is_closing():
-            writer.write(encode_frame(header, body))
-
-    async def _call(
-        self, header: dict[str, Any], body: bytes = b"", *, direct: bool = False
-    ) -> tuple[dict[str, Any], bytes]:
-        """Send a request and wait for its answer; sent again after a reconnect if the link
-        dropped first. ``direct``: on the connection being set up, without waiting for it."""
-        while True:
-            if not direct:
-                await self._live()
-            request = next(self._ids)
-            future: asyncio.Future[tuple[dict[str, Any], bytes]] = (
-                asyncio.get_running_loop().create_future()
-            )
-            self._waiting[request] = future
-            self._send({**header, "id": request}, body)
-            try:
-                answer, payload = await future
-            except _LinkDown:
-                if direct:
-                    raise
-                continue
-            if answer.get("op") == "err":
-                raise _error(answer)
-            return answer, payload
-
-    async def _live(self) -> None:
-        while not self._up.is_set():
-            self._check_open()
-            await self._up.wait()
-        self._check_open()
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise CommunicatorClosed("The local transport is closed")
-        if not self._ever_connected and self._writer is None:
-            raise InvalidStateError("The local transport is not connected: call connect() first")
 
     async def _received(self, header: dict[str, Any], body: bytes) -> None:
         op = header.get("op")
-        if op in ("ok", "err"):
-            future = self._waiting.pop(header.get("id") or -1, None)
-            if future is not None and not future.done():
-                future.set_result((header, body))
-            elif op == "err":
-                _LOGGER.error("The local broker refused: %s", header.get("text"))
-        elif op == "deliver":
+        if op == "deliver":
             self._on_delivery(header, body)
         elif op == "message":
             await self._on_message(header, body)
@@ -340,43 +190,35 @@ class LocalTransport(Transport):
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def close(self) -> None:
-        if self._closed:
+        if self._link.closed:
             return
         running = self._message_tasks - {asyncio.current_task()}
         self._rpc.clear()
         self._broadcasts.clear()
         if running:
             await asyncio.wait(running, timeout=_DRAIN_TIMEOUT)
-        if self.is_connected:
-            with contextlib.suppress(ConnectionLost, _LinkDown, OSError, asyncio.TimeoutError):
-                await asyncio.wait_for(self._call({"op": "bye"}, direct=True), _BYE_TIMEOUT)
-        self._closed = True
-        self._up.set()
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.close()
-        self._link_lost(None)
+        await self._link.close()
         await self._tasks.close()
         for callback in self._close_callbacks:
             callback(None)
 
     @property
     def is_closed(self) -> bool:
-        return self._closed
+        return self._link.closed
 
     @property
     def is_connected(self) -> bool:
-        return not self._closed and self._up.is_set()
+        return self._link.is_connected
 
     @property
     def server_properties(self) -> dict[str, Any]:
-        return dict(self._server_properties)
+        return dict(self._link.server_properties)
 
     def add_close_callback(self, callback: CloseCallback) -> None:
         self._close_callbacks.append(callback)
 
     def add_link_callback(self, callback: LinkCallback) -> None:
-        self._link_callbacks.append(callback)
+        self._link.link_callbacks.append(callback)
 
     # -- tasks ---------------------------------------------------------------------------------
 
@@ -504,26 +346,3 @@ def _to_message(header: dict[str, Any], body: bytes) -> Message:
         persistent=bool(properties.get("p")),
         redelivered=bool(header.get("redelivered")),
     )
-
-
-def _error(answer: dict[str, Any]) -> Exception:
-    kind = str(answer.get("type"))
-    text = str(answer.get("text"))
-    if kind == "version":
-        return BrokerError(text)
-    return _ERRORS.get(kind, BrokerError)(text)
-
-
-def _backoff(first: float, longest: float) -> Iterator[float]:
-    """Exponential back-off with jitter, so that clients do not knock in step."""
-    delay = first
-    while True:
-        yield delay * random.uniform(0.5, 1.0)
-        delay = min(delay * 2, longest)
-
-
-def _call(callback: LinkCallback, connected: bool, exc: BaseException | None) -> None:
-    try:
-        callback(connected, exc)
-    except Exception:
-        _LOGGER.exception("Link callback %r failed", callback)

@@ -1,0 +1,256 @@
+"""The connection of a ``local://`` transport to its broker, across broker restarts.
+
+Requests carry an id and are answered in order; other frames (deliveries, messages) go to the
+transport. When the connection drops, unanswered requests wait and are sent again once the link
+is back (at least once), while the link redials with jittered back-off, starting the broker
+again if need be, and lets the transport restore what it had before it calls the link up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+from kiwipy._owned import OwnedTasks
+from kiwipy.broker._wire import (
+    PROTOCOL_VERSION,
+    FrameError,
+    StatePaths,
+    decode_frame,
+    encode_frame,
+    frame_length,
+)
+from kiwipy.exceptions import (
+    BrokerError,
+    CommunicatorClosed,
+    ConnectionLost,
+    DuplicateSubscriberIdentifier,
+    InvalidStateError,
+    UnroutableError,
+)
+from kiwipy.settings import Settings
+from kiwipy.transports.base import LinkCallback
+from kiwipy.transports.local._spawn import BrokerUnavailable, open_broker
+
+__all__ = ("BrokerLink", "LinkDown")
+
+_LOGGER = logging.getLogger("kiwipy.transports.local")
+#: How long a graceful close waits for the broker to free what this transport held.
+_BYE_TIMEOUT = 2.0
+_ERRORS: dict[str, type[Exception]] = {
+    "unroutable": UnroutableError,
+    "duplicate": DuplicateSubscriberIdentifier,
+}
+Frame = tuple[dict[str, Any], bytes]
+
+
+class LinkDown(Exception):
+    """The connection closed before the answer came: send the request again once it is back."""
+
+
+class BrokerLink:
+    """One transport's connection to the local broker of ``paths``.
+
+    ``on_frame(header, body)`` receives every frame that is not an answer; ``on_lost()`` runs
+    when a connection drops (its deliveries go stale); ``restore()`` runs on each new connection
+    after the first, before waiting requests go on.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        paths: StatePaths,
+        options: dict[str, str],
+        tasks: OwnedTasks,
+        on_frame: Callable[[dict[str, Any], bytes], Awaitable[None]],
+        on_lost: Callable[[], None],
+        restore: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._settings = settings
+        self._paths = paths
+        self._idle_timeout = float(options.get("idle_timeout", 600))
+        self._durability = options.get("durability", "full")
+        if self._durability not in ("full", "process"):
+            raise ValueError(f"durability must be 'full' or 'process', not {self._durability!r}")
+        self._tasks = tasks
+        self._on_frame = on_frame
+        self._on_lost = on_lost
+        self._restore = restore
+        self._writer: asyncio.StreamWriter | None = None
+        self._up = asyncio.Event()
+        self.closed = False
+        self._ever_connected = False
+        #: Bumped on every connection and loss: a delivery from another generation is stale.
+        self.generation = 0
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[Frame]] = {}
+        self.link_callbacks: list[LinkCallback] = []
+        self.server_properties: dict[str, Any] = {}
+
+    @property
+    def is_connected(self) -> bool:
+        return not self.closed and self._up.is_set()
+
+    async def connect(self) -> None:
+        if self._ever_connected or self.closed:
+            raise InvalidStateError("LocalTransport.connect() may be called only once")
+        timeout = self._settings.connection_timeout
+        try:
+            await asyncio.wait_for(self._dial(), timeout)
+        except asyncio.TimeoutError:
+            pid = self._paths.broker_pid()
+            raise BrokerUnavailable(
+                f"No answer from the local broker within {timeout}s "
+                f"({self._paths.directory}, broker pid {pid})"
+            ) from None
+        self._ever_connected = True
+        self._up.set()
+
+    async def _dial(self) -> None:
+        reader, writer = await open_broker(
+            self._paths,
+            timeout=self._settings.connection_timeout,
+            idle_timeout=self._idle_timeout,
+            durability=self._durability,
+        )
+        self._writer = writer
+        self.generation += 1
+        self._tasks.spawn(self._read(reader, writer, self.generation), "Reading from the broker")
+        hello, _ = await self.call({"op": "hello", "version": PROTOCOL_VERSION}, direct=True)
+        self.server_properties = {k: v for k, v in hello.items() if k not in ("op", "id")}
+
+    async def _read(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, generation: int
+    ) -> None:
+        reason: BaseException | None = None
+        try:
+            while True:
+                length = frame_length(await reader.readexactly(4))
+                header, body = decode_frame(await reader.readexactly(length))
+                if header.get("op") in ("ok", "err"):
+                    self._answered(header, body)
+                else:
+                    await self._on_frame(header, body)
+        except (asyncio.IncompleteReadError, ConnectionError, FrameError) as exc:
+            reason = exc
+        finally:
+            writer.close()
+            if generation == self.generation:
+                self._lost(reason)
+
+    def _answered(self, header: dict[str, Any], body: bytes) -> None:
+        future = self._waiting.pop(header.get("id") or -1, None)
+        if future is not None and not future.done():
+            future.set_result((header, body))
+        elif header.get("op") == "err":
+            _LOGGER.error("The local broker refused: %s", header.get("text"))
+
+    def _lost(self, reason: BaseException | None) -> None:
+        self._up.clear()
+        self._writer = None
+        self.generation += 1  # what was delivered on the old connection is stale now
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(LinkDown())
+        self._waiting.clear()
+        self._on_lost()
+        if self.closed:
+            return
+        lost = ConnectionLost(f"Lost the local broker of {self._paths.directory}: {reason!r}")
+        _LOGGER.warning("%s", lost)
+        for callback in list(self.link_callbacks):
+            _call_back(callback, False, lost)
+        self._tasks.spawn(self._reconnect(), "Reconnecting to the local broker")
+
+    async def _reconnect(self) -> None:
+        for delay in _backoff(0.02, self._settings.reconnect_max_delay):
+            await asyncio.sleep(delay)
+            if self.closed:
+                return
+            try:
+                await asyncio.wait_for(self._dial(), self._settings.connection_timeout)
+                await self._restore()
+            except (ConnectionLost, LinkDown, OSError, asyncio.TimeoutError) as exc:
+                _LOGGER.debug("Reconnecting to the local broker failed: %r", exc)
+                continue
+            self._up.set()
+            _LOGGER.info("Reconnected to the local broker of %s", self._paths.directory)
+            for callback in list(self.link_callbacks):
+                _call_back(callback, True, None)
+            return
+
+    def send(self, header: dict[str, Any], body: bytes = b"") -> None:
+        writer = self._writer
+        if writer is not None and not writer.is_closing():
+            writer.write(encode_frame(header, body))
+
+    async def call(
+        self, header: dict[str, Any], body: bytes = b"", *, direct: bool = False
+    ) -> Frame:
+        """Send a request and wait for its answer; sent again after a reconnect if the link
+        dropped first. ``direct``: on the connection being set up, without waiting for it."""
+        while True:
+            if not direct:
+                await self._live()
+            request = next(self._ids)
+            future: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
+            self._waiting[request] = future
+            self.send({**header, "id": request}, body)
+            try:
+                answer, payload = await future
+            except LinkDown:
+                if direct:
+                    raise
+                continue
+            if answer.get("op") == "err":
+                raise _error(answer)
+            return answer, payload
+
+    async def _live(self) -> None:
+        while not self._up.is_set():
+            self._check_open()
+            await self._up.wait()
+        self._check_open()
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise CommunicatorClosed("The local transport is closed")
+        if not self._ever_connected and self._writer is None:
+            raise InvalidStateError("The local transport is not connected: call connect() first")
+
+    async def close(self) -> None:
+        """Say bye (the broker frees what we held before close returns), then hang up."""
+        if self.is_connected:
+            with contextlib.suppress(ConnectionLost, LinkDown, OSError, asyncio.TimeoutError):
+                await asyncio.wait_for(self.call({"op": "bye"}, direct=True), _BYE_TIMEOUT)
+        self.closed = True
+        self._up.set()
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
+        self._lost(None)
+
+
+def _error(answer: dict[str, Any]) -> Exception:
+    kind = str(answer.get("type"))
+    return _ERRORS.get(kind, BrokerError)(str(answer.get("text")))
+
+
+def _backoff(first: float, longest: float) -> Iterator[float]:
+    """Exponential back-off with jitter, so that clients do not knock in step."""
+    delay = first
+    while True:
+        yield delay * random.uniform(0.5, 1.0)
+        delay = min(delay * 2, longest)
+
+
+def _call_back(callback: LinkCallback, connected: bool, exc: BaseException | None) -> None:
+    try:
+        callback(connected, exc)
+    except Exception:
+        _LOGGER.exception("Link callback %r failed", callback)
