@@ -322,3 +322,62 @@ async def test_a_broker_refuses_another_protocol_and_oversized_frames(
     # The broker keeps serving its other clients.
     await client.add_rpc_subscriber(lambda comm, msg: msg * 2, "still-here")
     assert await (await client.rpc_send("still-here", 21)) == 42
+
+
+SLOW_TASKS = textwrap.dedent(
+    """
+    import time
+
+    def slow(task):
+        time.sleep(0.3)
+        return task
+    """
+)
+
+
+async def test_a_stopped_worker_finishes_or_requeues_and_loses_nothing(
+    state: Path, tmp_path: Path
+) -> None:
+    """kiwipy worker on local://, SIGTERM while it holds tasks: it drains; every task completes."""
+    (tmp_path / "slow_tasks.py").write_text(SLOW_TASKS)
+    env = {**os.environ, "KIWIPY_URL": url_of(state), "PYTHONPATH": str(tmp_path)}
+    command = [sys.executable, "-m", "kiwipy.cli", "worker", "slow_tasks:slow", "--prefetch", "5"]
+    sender = await kiwipy.aio.connect(url_of(state))
+    futures = [await sender.task_send(number) for number in range(20)]
+    first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # noqa: ASYNC220
+    try:
+        await asyncio.wait_for(asyncio.shield(futures[0]), 30)
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(30) == 0  # drained: finished what ran, requeued the rest
+        second = subprocess.Popen(  # noqa: ASYNC220
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        try:
+            results = await asyncio.wait_for(asyncio.gather(*futures), 60)
+        finally:
+            second.terminate()
+            second.communicate(timeout=30)
+        assert sorted(results) == list(range(20))
+    finally:
+        first.kill()
+        first.communicate(timeout=10)
+        await sender.close()
+
+
+async def test_malformed_tasks_are_settled_once_and_the_worker_goes_on(
+    state: Path, client: kiwipy.aio.AsyncCommunicator
+) -> None:
+    worker = await kiwipy.aio.connect(url_of(state))
+    try:
+        await worker.add_task_subscriber(lambda comm, task: task + 1)
+        queue = client.settings.task_queue
+        await client.transport.declare_task_queue(queue)
+        for poison in (b"\xff\xfe not json", b'{"no": "task envelope"}', b"[1, 2, 3, 4]"):
+            await client.transport.publish_task(
+                queue, Message(poison, "application/json", persistent=True)
+            )
+        assert await asyncio.wait_for(await client.task_send(41), 10) == 42
+        stats = await client.transport.queue_stats()
+        assert stats[queue]["ready"] == 0 and stats[queue]["unacked"] == 0
+    finally:
+        await worker.close()
