@@ -204,6 +204,25 @@ def test_broker_down_is_one_line_without_password(command: list[str], tasks_dir:
 
 
 @pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("amqp:alice:s3cretPW@host/v", "'//' missing after 'amqp:'"),
+        ("amqp://alice:s3cretPW@host:99999/v", "Port out of range"),
+        ("amqq://alice:s3cretPW@host/v", "Unknown communicator URL scheme 'amqq'"),
+        ("amqp://alice:s3cretPW@host/v ", "space"),
+    ],
+)
+@pytest.mark.parametrize("command", [["status"], ["send", "1"]], ids=lambda c: c[0])
+def test_malformed_url_is_one_line_without_password(
+    command: list[str], url: str, problem: str
+) -> None:
+    completed = run(*command, "--url", url)
+    assert completed.returncode == 2
+    assert_one_line_error(completed, "kiwipy: error:", problem)
+    assert "s3cretPW" not in completed.stdout + completed.stderr
+
+
+@pytest.mark.parametrize(
     "command",
     [["send", "{bad"], ["call", "someone", "{bad"], ["broadcast", "{bad"]],
     ids=lambda c: c[0],

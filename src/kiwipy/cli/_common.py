@@ -13,9 +13,10 @@ from typing import Any, TypeVar
 import click
 
 import kiwipy.sync
-from kiwipy.settings import LOCAL_URL, URL_VARIABLE, mask_url, resolve_url
+from kiwipy.settings import LOCAL_URL, URL_VARIABLE, Settings, mask_url, resolve_url
 
 __all__ = (
+    "BadInput",
     "CliError",
     "ConnectionOptions",
     "connection_options",
@@ -33,6 +34,13 @@ class CliError(click.ClickException):
     """An expected failure: printed as one line, exit code 1."""
 
     exit_code = 1
+
+
+class BadInput(CliError):
+    """What the user gave cannot work (a malformed URL, a broken worker module, an unknown
+    queue): printed as one line, exit code 2."""
+
+    exit_code = 2
 
 
 def default_url() -> str:
@@ -164,6 +172,10 @@ def connection_options(function: F) -> F:
         connect_timeout: float,
         **kwargs: Any,
     ) -> Any:
+        try:
+            Settings.from_url(url)  # the one URL check, before anything connects
+        except ValueError as exc:
+            raise BadInput(scrub(str(exc), url)) from None
         connection = ConnectionOptions(url, exchange_prefix, testing_mode, connect_timeout)
         with connection.errors():
             return function(*args, connection=connection, **kwargs)
