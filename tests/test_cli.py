@@ -35,6 +35,20 @@ TASKS_MODULE = textwrap.dedent(
         return task["x"] ** 2
 
 
+    async def async_square(task):
+        import asyncio
+
+        from kiwipy.aio import current_incoming_task
+
+        await asyncio.sleep(0.01)
+        assert current_incoming_task() is not None
+        return task["x"] ** 2
+
+
+    async def async_fails(communicator, task):
+        raise RuntimeError(f"async failure {task['x']}")
+
+
     def slow(communicator, task):
         pathlib.Path(task["flag"]).write_text("started")
         time.sleep(task["seconds"])
@@ -295,6 +309,38 @@ def test_worker_send_and_call(
     code, output = worker.finish()
     assert code == 0, output
     assert "stopped: 2 done" in output
+
+
+@pytest.mark.amqp
+@pytest.mark.parametrize("concurrency", ["1", "2"])
+def test_worker_runs_async_task_functions(
+    names: list[str],
+    unique_name: str,
+    tasks_dir: Path,
+    running: list[Running],
+    concurrency: str,
+) -> None:
+    results = {}
+    for function in ("async_square", "async_fails"):
+        queue_name = f"{unique_name}.{function}"
+        worker = Running(
+            "worker", f"cli_test_tasks:{function}", "--queue", queue_name,
+            "--concurrency", concurrency, *names, cwd=tasks_dir,
+        )  # fmt: skip
+        running.append(worker)
+        worker.wait_for("working on queue")
+        results[function] = run("send", "--queue", queue_name, '{"x": 7}', *names)
+        worker.proc.send_signal(signal.SIGINT)
+        code, output = worker.finish()
+        assert code == 0, output
+        if function == "async_square":
+            assert "stopped: 1 done, 0 failed" in output
+        else:
+            assert "stopped: 0 done, 1 failed" in output
+    assert results["async_square"].returncode == 0, results["async_square"].stderr
+    assert json.loads(results["async_square"].stdout) == 49
+    line = assert_one_line_error(results["async_fails"], "RuntimeError", "async failure 7")
+    assert "coroutine" not in line
 
 
 @pytest.mark.amqp

@@ -23,7 +23,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from kiwipy.aio import current_incoming_task
@@ -88,6 +88,10 @@ class _Job:
 
 async def _outcome_of(job: _Job) -> Any:
     return await asyncio.wrap_future(job.outcome)
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
 
 
 class Worker:
@@ -216,6 +220,15 @@ class Worker:
         return _outcome_of(job)
 
     def _run_jobs(self) -> None:
+        # An ``async def`` task function runs to completion on this thread's own event loop
+        # (never the communicator's: a slow coroutine must not stall heartbeats and acks).
+        loop = asyncio.new_event_loop()
+        try:
+            self._run_jobs_with(loop)
+        finally:
+            loop.close()
+
+    def _run_jobs_with(self, loop: asyncio.AbstractEventLoop) -> None:
         while True:
             job = self._jobs.get()
             if job is _STOP:
@@ -229,19 +242,26 @@ class Worker:
                 self._requeue(job)
                 continue
             try:
-                self._run(job)
+                self._run(job, loop)
             finally:
                 with self._lock:
                     self._running -= 1
 
-    def _run(self, job: _Job) -> None:
+    def _call(self, job: _Job, loop: asyncio.AbstractEventLoop) -> Any:
+        result = job.context.run(self.function, self.communicator, job.body)
+        if inspect.isawaitable(result):
+            # The task runs in the job's context: current_incoming_task() works inside it.
+            result = job.context.run(loop.run_until_complete, _awaited(result))
+        return result
+
+    def _run(self, job: _Job, loop: asyncio.AbstractEventLoop) -> None:
         task_id = job.body.get("id") if isinstance(job.body, dict) else None
         if task_id is None:
             task_id = next(self._numbers)
         self._event(f"task.{task_id}.started", {"id": task_id})
         started = time.monotonic()
         try:
-            result = job.context.run(self.function, self.communicator, job.body)
+            result = self._call(job, loop)
         except Exception as exc:
             with self._lock:
                 self._failed += 1
