@@ -257,6 +257,25 @@ def test_bad_worker_function_is_one_line(tasks_dir: Path) -> None:
     assert_one_line_error(completed, "has no attribute 'nothing_here'")
 
 
+@pytest.mark.parametrize(
+    ("source", "needles"),
+    [
+        ("x = 1\ndef f(task)\n    return 1\n", ["broken_mod.py:2", "SyntaxError"]),
+        ("import os\nimport no_such_module_xyz\n", ["broken_mod.py:2", "No module named"]),
+        ("from os import nothing_here\n", ["broken_mod.py:1", "ImportError", "nothing_here"]),
+        ("\n\nraise RuntimeError('boom at import')\n", ["broken_mod.py:3", "boom at import"]),
+    ],
+    ids=["syntax", "missing-import", "bad-name", "raises"],
+)
+def test_broken_worker_module_is_one_line_with_file_and_line(
+    tmp_path: Path, source: str, needles: list[str]
+) -> None:
+    (tmp_path / "broken_mod.py").write_text(source)
+    completed = run("worker", "broken_mod:f", "--url", "memory://x", cwd=tmp_path)
+    assert completed.returncode == 2
+    assert_one_line_error(completed, "kiwipy: error: Cannot import module 'broken_mod'", *needles)
+
+
 # -- against RabbitMQ ---------------------------------------------------------------------------
 
 

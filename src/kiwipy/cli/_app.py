@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from kiwipy.cli._common import (
+    BadInput,
     CliError,
     ConnectionOptions,
     configure_logging,
@@ -104,7 +105,7 @@ def worker(
     try:
         task_function = load_function(function)
     except ValueError as exc:
-        raise CliError(str(exc)) from exc
+        raise BadInput(str(exc)) from None
     prefetch = prefetch or concurrency
     if metrics_port is not None:
         from kiwipy.cli._top import serve_metrics

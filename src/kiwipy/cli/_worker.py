@@ -23,6 +23,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -48,8 +49,15 @@ def load_function(spec: str) -> TaskFunction:
         sys.path.insert(0, os.getcwd())
     try:
         target: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"Cannot import module {module_name!r}: {exc}") from exc
+    except SyntaxError as exc:
+        where = f"{exc.filename}:{exc.lineno}" if exc.filename else module_name
+        raise ValueError(
+            f"Cannot import module {module_name!r}: {where}: {type(exc).__name__}: {exc.msg}"
+        ) from None
+    except Exception as exc:
+        raise ValueError(
+            f"Cannot import module {module_name!r}: {_where(exc)}{type(exc).__name__}: {exc}"
+        ) from None
     for part in attribute.split("."):
         try:
             target = getattr(target, part)
@@ -58,6 +66,20 @@ def load_function(spec: str) -> TaskFunction:
     if not callable(target):
         raise ValueError(f"{spec} is not callable")
     return adapt(target)
+
+
+def _where(exc: BaseException) -> str:
+    """``file:line: `` of the innermost frame outside importlib that raised ``exc``."""
+    frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if not frame.filename.startswith("<frozen ")
+        and frame.filename != __file__
+        and "importlib" not in frame.filename
+    ]
+    if not frames:
+        return ""
+    return f"{frames[-1].filename}:{frames[-1].lineno}: "
 
 
 def adapt(function: TaskFunction) -> TaskFunction:
