@@ -49,6 +49,10 @@ TASKS_MODULE = textwrap.dedent(
         raise RuntimeError(f"async failure {task['x']}")
 
 
+    def fails(task):
+        raise ValueError(f"bad task {task['x']}")
+
+
     def slow(communicator, task):
         pathlib.Path(task["flag"]).write_text("started")
         time.sleep(task["seconds"])
@@ -241,6 +245,16 @@ def test_malformed_url_is_one_line_without_password(
     [["send", "{bad"], ["call", "someone", "{bad"], ["broadcast", "{bad"]],
     ids=lambda c: c[0],
 )
+def test_bad_json_from_stdin_is_one_line(command: list[str]) -> None:
+    completed = run(*command[:-1], "-", "--url", DOWN_URL, input="{bad\n")
+    assert_one_line_error(completed, "The JSON read from stdin is not valid JSON", "{bad")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["send", "{bad"], ["call", "someone", "{bad"], ["broadcast", "{bad"]],
+    ids=lambda c: c[0],
+)
 def test_bad_json_is_one_line(command: list[str]) -> None:
     completed = run(*command, "--url", DOWN_URL)
     assert_one_line_error(completed, "not valid JSON", "{bad")
@@ -426,6 +440,55 @@ def test_broadcast_and_watch(names: list[str], running: list[Running]) -> None:
     assert record["body"] == {"pk": 3}
     code, _ = watcher.finish()
     assert code == 0
+
+
+@pytest.mark.amqp
+def test_send_call_and_broadcast_read_the_body_from_stdin(
+    names: list[str], unique_name: str, tasks_dir: Path, running: list[Running]
+) -> None:
+    queue_name = f"{unique_name}.stdin"
+    name = f"{unique_name}-stdin-worker"
+    worker = Running(
+        "worker", "cli_test_tasks:square", "--queue", queue_name, "--name", name, *names,
+        cwd=tasks_dir,
+    )  # fmt: skip
+    running.append(worker)
+    watcher = Running("watch", "--json", "--count", "1", *names)
+    running.append(watcher)
+    worker.wait_for("working on queue")
+    watcher.wait_for("watching broadcasts")
+
+    completed = run("send", "--queue", queue_name, "-", *names, input='{"x": 9}\n')
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout) == 81
+    completed = run("call", name, "-", *names, input='"status"')
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout)["name"] == name
+    completed = run("broadcast", "--subject", "s.t", "-", *names, input='{"pk": [1, 2]}')
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(watcher.wait_for('"subject"'))["body"] == {"pk": [1, 2]}
+
+
+@pytest.mark.amqp
+def test_send_verbose_shows_the_remote_traceback(
+    names: list[str], unique_name: str, tasks_dir: Path, running: list[Running]
+) -> None:
+    queue_name = f"{unique_name}.fails"
+    worker = Running("worker", "cli_test_tasks:fails", "--queue", queue_name, *names, cwd=tasks_dir)
+    running.append(worker)
+    worker.wait_for("working on queue")
+
+    quiet = run("send", "--queue", queue_name, '{"x": 3}', *names)
+    assert_one_line_error(quiet, "ValueError", "bad task 3")
+
+    verbose = run("send", "-v", "--queue", queue_name, '{"x": 4}', *names)
+    assert verbose.returncode == 1
+    assert "Traceback" in verbose.stderr
+    assert "cli_test_tasks.py" in verbose.stderr
+    assert "raise ValueError(f\"bad task {task['x']}\")" in verbose.stderr
+    last = verbose.stderr.strip().splitlines()[-1]
+    assert last.startswith("kiwipy: error:")
+    assert "bad task 4" in last
 
 
 @pytest.mark.amqp

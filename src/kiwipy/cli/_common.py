@@ -6,6 +6,7 @@ import contextlib
 import functools
 import json
 import logging
+import sys
 import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -22,6 +23,7 @@ __all__ = (
     "connection_options",
     "dump_json",
     "parse_json",
+    "read_json_argument",
     "scrub",
 )
 
@@ -192,6 +194,13 @@ def parse_json(text: str, what: str = "JSON") -> Any:
             f"{what} is not valid JSON ({exc.msg} at column {exc.colno}): {text!r}"
             " (quote strings: '\"text\"')"
         ) from exc
+
+
+def read_json_argument(text: str) -> Any:
+    """A JSON argument; ``-`` reads it from standard input."""
+    if text == "-":
+        return parse_json(sys.stdin.read(), "The JSON read from stdin")
+    return parse_json(text)
 
 
 def dump_json(value: Any) -> str:
