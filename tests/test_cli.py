@@ -522,6 +522,49 @@ def test_status(names: list[str], unique_name: str) -> None:
     assert completed.returncode == 0, completed.stderr
 
 
+def _queue_exists(amqp_url: str, name: str) -> bool:
+    """A passive declare on a connection of its own: creates nothing."""
+    import asyncio
+
+    import aiormq
+
+    async def check() -> bool:
+        connection = await aiormq.connect(amqp_url)
+        try:
+            channel = await connection.channel()
+            try:
+                await channel.queue_declare(name, passive=True)
+            except aiormq.ChannelNotFoundEntity:
+                return False
+            return True
+        finally:
+            await connection.close()
+
+    return asyncio.run(asyncio.wait_for(check(), 15))
+
+
+@pytest.mark.amqp
+@pytest.mark.parametrize(
+    "command",
+    [["tasks", "list", "--queue"], ["tasks", "purge", "--yes", "--queue"]],
+    ids=["list", "purge"],
+)
+def test_inspecting_an_unknown_queue_fails_and_creates_nothing(
+    command: list[str], names: list[str], unique_name: str, amqp_url: str
+) -> None:
+    typo = f"{unique_name}.typo"
+    completed = run(*command, typo, *names)
+    assert completed.returncode == 2
+    assert_one_line_error(completed, f"No queue '{typo}'", "nothing was created")
+    assert not _queue_exists(amqp_url, typo)
+    # The default queue of an unused --exchange-prefix does not exist either.
+    if command[1] == "list":
+        completed = run("tasks", "list", *names)
+        assert completed.returncode == 2
+        assert_one_line_error(completed, f"No queue '{unique_name}.tasks'")
+        assert not _queue_exists(amqp_url, f"{unique_name}.tasks")
+
+
 @pytest.mark.amqp
 def test_tasks_list_and_purge(names: list[str], unique_name: str) -> None:
     queue_name = f"{unique_name}.waiting"
@@ -565,7 +608,10 @@ def test_purge_answers_waiting_senders(
     deadline = time.monotonic() + 15
     while True:
         completed = run("tasks", "purge", "--queue", queue_name, "--yes", *names)
-        assert completed.returncode == 0, completed.stderr
+        if completed.returncode == 2 and "No queue" in completed.stderr:
+            pass  # the sender has not declared its queue yet: purge creates nothing
+        else:
+            assert completed.returncode == 0, completed.stderr
         if "Purged 1" in completed.stdout:
             break
         assert time.monotonic() < deadline
