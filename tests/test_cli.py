@@ -35,6 +35,24 @@ TASKS_MODULE = textwrap.dedent(
         return task["x"] ** 2
 
 
+    async def async_square(task):
+        import asyncio
+
+        from kiwipy.aio import current_incoming_task
+
+        await asyncio.sleep(0.01)
+        assert current_incoming_task() is not None
+        return task["x"] ** 2
+
+
+    async def async_fails(communicator, task):
+        raise RuntimeError(f"async failure {task['x']}")
+
+
+    def fails(task):
+        raise ValueError(f"bad task {task['x']}")
+
+
     def slow(communicator, task):
         pathlib.Path(task["flag"]).write_text("started")
         time.sleep(task["seconds"])
@@ -204,6 +222,35 @@ def test_broker_down_is_one_line_without_password(command: list[str], tasks_dir:
 
 
 @pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("amqp:alice:s3cretPW@host/v", "'//' missing after 'amqp:'"),
+        ("amqp://alice:s3cretPW@host:99999/v", "Port out of range"),
+        ("amqq://alice:s3cretPW@host/v", "Unknown communicator URL scheme 'amqq'"),
+        ("amqp://alice:s3cretPW@host/v ", "space"),
+    ],
+)
+@pytest.mark.parametrize("command", [["status"], ["send", "1"]], ids=lambda c: c[0])
+def test_malformed_url_is_one_line_without_password(
+    command: list[str], url: str, problem: str
+) -> None:
+    completed = run(*command, "--url", url)
+    assert completed.returncode == 2
+    assert_one_line_error(completed, "kiwipy: error:", problem)
+    assert "s3cretPW" not in completed.stdout + completed.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["send", "{bad"], ["call", "someone", "{bad"], ["broadcast", "{bad"]],
+    ids=lambda c: c[0],
+)
+def test_bad_json_from_stdin_is_one_line(command: list[str]) -> None:
+    completed = run(*command[:-1], "-", "--url", DOWN_URL, input="{bad\n")
+    assert_one_line_error(completed, "The JSON read from stdin is not valid JSON", "{bad")
+
+
+@pytest.mark.parametrize(
     "command",
     [["send", "{bad"], ["call", "someone", "{bad"], ["broadcast", "{bad"]],
     ids=lambda c: c[0],
@@ -222,6 +269,25 @@ def test_usage_error_is_one_line() -> None:
 def test_bad_worker_function_is_one_line(tasks_dir: Path) -> None:
     completed = run("worker", "cli_test_tasks:nothing_here", "--url", DOWN_URL, cwd=tasks_dir)
     assert_one_line_error(completed, "has no attribute 'nothing_here'")
+
+
+@pytest.mark.parametrize(
+    ("source", "needles"),
+    [
+        ("x = 1\ndef f(task)\n    return 1\n", ["broken_mod.py:2", "SyntaxError"]),
+        ("import os\nimport no_such_module_xyz\n", ["broken_mod.py:2", "No module named"]),
+        ("from os import nothing_here\n", ["broken_mod.py:1", "ImportError", "nothing_here"]),
+        ("\n\nraise RuntimeError('boom at import')\n", ["broken_mod.py:3", "boom at import"]),
+    ],
+    ids=["syntax", "missing-import", "bad-name", "raises"],
+)
+def test_broken_worker_module_is_one_line_with_file_and_line(
+    tmp_path: Path, source: str, needles: list[str]
+) -> None:
+    (tmp_path / "broken_mod.py").write_text(source)
+    completed = run("worker", "broken_mod:f", "--url", "memory://x", cwd=tmp_path)
+    assert completed.returncode == 2
+    assert_one_line_error(completed, "kiwipy: error: Cannot import module 'broken_mod'", *needles)
 
 
 # -- against RabbitMQ ---------------------------------------------------------------------------
@@ -276,6 +342,38 @@ def test_worker_send_and_call(
     code, output = worker.finish()
     assert code == 0, output
     assert "stopped: 2 done" in output
+
+
+@pytest.mark.amqp
+@pytest.mark.parametrize("concurrency", ["1", "2"])
+def test_worker_runs_async_task_functions(
+    names: list[str],
+    unique_name: str,
+    tasks_dir: Path,
+    running: list[Running],
+    concurrency: str,
+) -> None:
+    results = {}
+    for function in ("async_square", "async_fails"):
+        queue_name = f"{unique_name}.{function}"
+        worker = Running(
+            "worker", f"cli_test_tasks:{function}", "--queue", queue_name,
+            "--concurrency", concurrency, *names, cwd=tasks_dir,
+        )  # fmt: skip
+        running.append(worker)
+        worker.wait_for("working on queue")
+        results[function] = run("send", "--queue", queue_name, '{"x": 7}', *names)
+        worker.proc.send_signal(signal.SIGINT)
+        code, output = worker.finish()
+        assert code == 0, output
+        if function == "async_square":
+            assert "stopped: 1 done, 0 failed" in output
+        else:
+            assert "stopped: 0 done, 1 failed" in output
+    assert results["async_square"].returncode == 0, results["async_square"].stderr
+    assert json.loads(results["async_square"].stdout) == 49
+    line = assert_one_line_error(results["async_fails"], "RuntimeError", "async failure 7")
+    assert "coroutine" not in line
 
 
 @pytest.mark.amqp
@@ -345,6 +443,55 @@ def test_broadcast_and_watch(names: list[str], running: list[Running]) -> None:
 
 
 @pytest.mark.amqp
+def test_send_call_and_broadcast_read_the_body_from_stdin(
+    names: list[str], unique_name: str, tasks_dir: Path, running: list[Running]
+) -> None:
+    queue_name = f"{unique_name}.stdin"
+    name = f"{unique_name}-stdin-worker"
+    worker = Running(
+        "worker", "cli_test_tasks:square", "--queue", queue_name, "--name", name, *names,
+        cwd=tasks_dir,
+    )  # fmt: skip
+    running.append(worker)
+    watcher = Running("watch", "--json", "--count", "1", *names)
+    running.append(watcher)
+    worker.wait_for("working on queue")
+    watcher.wait_for("watching broadcasts")
+
+    completed = run("send", "--queue", queue_name, "-", *names, input='{"x": 9}\n')
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout) == 81
+    completed = run("call", name, "-", *names, input='"status"')
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout)["name"] == name
+    completed = run("broadcast", "--subject", "s.t", "-", *names, input='{"pk": [1, 2]}')
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(watcher.wait_for('"subject"'))["body"] == {"pk": [1, 2]}
+
+
+@pytest.mark.amqp
+def test_send_verbose_shows_the_remote_traceback(
+    names: list[str], unique_name: str, tasks_dir: Path, running: list[Running]
+) -> None:
+    queue_name = f"{unique_name}.fails"
+    worker = Running("worker", "cli_test_tasks:fails", "--queue", queue_name, *names, cwd=tasks_dir)
+    running.append(worker)
+    worker.wait_for("working on queue")
+
+    quiet = run("send", "--queue", queue_name, '{"x": 3}', *names)
+    assert_one_line_error(quiet, "ValueError", "bad task 3")
+
+    verbose = run("send", "-v", "--queue", queue_name, '{"x": 4}', *names)
+    assert verbose.returncode == 1
+    assert "Traceback" in verbose.stderr
+    assert "cli_test_tasks.py" in verbose.stderr
+    assert "raise ValueError(f\"bad task {task['x']}\")" in verbose.stderr
+    last = verbose.stderr.strip().splitlines()[-1]
+    assert last.startswith("kiwipy: error:")
+    assert "bad task 4" in last
+
+
+@pytest.mark.amqp
 def test_watch_plain_lines_and_stops_on_sigint(names: list[str], running: list[Running]) -> None:
     watcher = Running("watch", *names)
     running.append(watcher)
@@ -373,6 +520,49 @@ def test_status(names: list[str], unique_name: str) -> None:
     assert unique_name in out  # the queues are listed (with counts, or why there are none)
     completed = run("tasks", "purge", "--queue", queue_name, "--yes", *names)
     assert completed.returncode == 0, completed.stderr
+
+
+def _queue_exists(amqp_url: str, name: str) -> bool:
+    """A passive declare on a connection of its own: creates nothing."""
+    import asyncio
+
+    import aiormq
+
+    async def check() -> bool:
+        connection = await aiormq.connect(amqp_url)
+        try:
+            channel = await connection.channel()
+            try:
+                await channel.queue_declare(name, passive=True)
+            except aiormq.ChannelNotFoundEntity:
+                return False
+            return True
+        finally:
+            await connection.close()
+
+    return asyncio.run(asyncio.wait_for(check(), 15))
+
+
+@pytest.mark.amqp
+@pytest.mark.parametrize(
+    "command",
+    [["tasks", "list", "--queue"], ["tasks", "purge", "--yes", "--queue"]],
+    ids=["list", "purge"],
+)
+def test_inspecting_an_unknown_queue_fails_and_creates_nothing(
+    command: list[str], names: list[str], unique_name: str, amqp_url: str
+) -> None:
+    typo = f"{unique_name}.typo"
+    completed = run(*command, typo, *names)
+    assert completed.returncode == 2
+    assert_one_line_error(completed, f"No queue '{typo}'", "nothing was created")
+    assert not _queue_exists(amqp_url, typo)
+    # The default queue of an unused --exchange-prefix does not exist either.
+    if command[1] == "list":
+        completed = run("tasks", "list", *names)
+        assert completed.returncode == 2
+        assert_one_line_error(completed, f"No queue '{unique_name}.tasks'")
+        assert not _queue_exists(amqp_url, f"{unique_name}.tasks")
 
 
 @pytest.mark.amqp
@@ -418,7 +608,10 @@ def test_purge_answers_waiting_senders(
     deadline = time.monotonic() + 15
     while True:
         completed = run("tasks", "purge", "--queue", queue_name, "--yes", *names)
-        assert completed.returncode == 0, completed.stderr
+        if completed.returncode == 2 and "No queue" in completed.stderr:
+            pass  # the sender has not declared its queue yet: purge creates nothing
+        else:
+            assert completed.returncode == 0, completed.stderr
         if "Purged 1" in completed.stdout:
             break
         assert time.monotonic() < deadline

@@ -30,7 +30,7 @@ def kiwipy_home(tmp_path: Path) -> Iterator[Path]:
     stop_local_broker(home)
 
 
-def run_demo(*args: str, console_script: bool = True) -> str:
+def run_demo(*args: str, console_script: bool = True, within: float = 70) -> str:
     if console_script:
         assert KIWIPY is not None, "the kiwipy console script is not installed"
         command = [KIWIPY, "demo", *args]
@@ -40,7 +40,7 @@ def run_demo(*args: str, console_script: bool = True) -> str:
     env["KIWIPY_HOME"] = os.environ["KIWIPY_TEST_HOME"]
     env["COLUMNS"] = "200"  # the summary table on one line per row
     completed = subprocess.run(
-        command, capture_output=True, text=True, timeout=70, check=False, env=env
+        command, capture_output=True, text=True, timeout=within, check=False, env=env
     )
     output = completed.stdout + completed.stderr
     assert completed.returncode == 0, output
@@ -78,7 +78,11 @@ def test_demo_against_rabbitmq_loses_nothing_and_shows_the_redelivery(amqp_url: 
     assert re.search(
         rf"Task {kill.group(1)} was started by demo-worker-3 then demo-worker-\d", output
     )
-    assert "each drained and exited (exit codes: demo-worker-1 0, demo-worker-2 0)" in output
+    assert "Started demo-worker-4 in its place" in output
+    assert (
+        "each drained and exited (exit codes: demo-worker-1 0, demo-worker-2 0, demo-worker-4 0)"
+        in output
+    )
 
 
 def test_demo_without_a_url_runs_durably_on_the_local_broker() -> None:
@@ -110,3 +114,31 @@ def test_demo_in_memory_runs_in_one_process() -> None:
     assert "no kill step" in output
     assert summary(output) == {"sent": 8, "completed": 8, "redelivered": 0, "lost": 0}
     assert "(in-memory transport)" in output
+
+
+def test_demo_with_one_worker_starts_a_replacement_after_the_kill() -> None:
+    output = run_demo("--workers", "1", "--tasks", "3", "--task-seconds", "0.2")
+    assert "starting 1 worker process (demo-worker-1)" in output
+    assert re.search(r"SIGKILL to demo-worker-1 \(pid \d+\) while it ran task \d", output)
+    assert "Started demo-worker-2 in its place" in output
+    assert "the only worker" in output
+    assert summary(output) == {"sent": 3, "completed": 3, "redelivered": 1, "lost": 0}
+    assert "exit codes: demo-worker-2 0)" in output
+
+
+@pytest.mark.parametrize("url", [None, "memory://demo-one-task"], ids=["local", "memory"])
+def test_demo_with_one_task_finishes_promptly_and_truthfully(url: str | None) -> None:
+    # Before: it waited 15 s for the victim to start a task that had finished already.
+    args = ["--tasks", "1"] + (["--url", url] if url else [])
+    output = run_demo(*args, within=12)
+    assert summary(output) == {
+        "sent": 1,
+        "completed": 1,
+        "redelivered": summary(output)["redelivered"],
+        "lost": 0,
+    }
+    assert "took its share" not in output
+    if "SIGKILL to" in output:  # the victim happened to take the only task
+        assert "Started demo-worker-4 in its place" in output
+    elif url is None:
+        assert "demo-worker-3 started no task to interrupt: no kill step" in output

@@ -21,7 +21,7 @@ async def main():
     def on_event(comm, body, sender, subject, correlation_id):
         events.put_nowait((subject, body))  # on the event loop: no lock needed
 
-    async with await kiwipy.aio.connect(url, task_queue=f"{prefix}.tasks", **names) as comm:
+    async with kiwipy.aio.connect(url, task_queue=f"{prefix}.tasks", **names) as comm:
         await comm.add_task_subscriber(double)
         await comm.add_rpc_subscriber(lambda comm, msg: f"pong {msg}", "process-42")
         await comm.add_broadcast_subscriber(kiwipy.BroadcastFilter(on_event, subject="state.*"))

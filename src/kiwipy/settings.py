@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
@@ -77,21 +78,72 @@ def _tls_query_options(query: dict[str, str]) -> dict[str, Any]:
     return options
 
 
+# ``scheme:`` (and ``//``), then everything up to the last ``@``: the credentials of a URL too
+# malformed to split. Masking too much is safe; a password may hold ``/``.
+_CREDENTIALS = re.compile(r"^(\s*[A-Za-z][A-Za-z0-9+.-]*:(?://)?).*@", re.DOTALL)
+
+
+def _mask_loosely(url: str) -> str:
+    """Mask everything between the scheme's ``:`` and the last ``@`` of the authority."""
+    match = _CREDENTIALS.match(url)
+    if match is None:
+        return url
+    return f"{match.group(1)}****@{url[match.end() :]}"
+
+
 def mask_url(url: str) -> str:
-    """Return ``url`` with its password replaced by ``****`` (safe for logs and reprs)."""
+    """Return ``url`` with its password replaced by ``****`` (safe for logs and reprs).
+
+    It never raises: a URL too malformed to split has everything between its scheme's ``:``
+    and ``@`` masked.
+    """
     try:
         parts = urllib.parse.urlsplit(url)
+        if not url.partition(":")[2].startswith("//"):
+            return _mask_loosely(url)
+        if parts.password is None:
+            return url
+        user = parts.username or ""
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        port = f":{parts.port}" if parts.port else ""
     except ValueError:
-        return "<unparsable url>"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    port = f":{parts.port}" if parts.port else ""
+        return _mask_loosely(url)
     netloc = f"{user}:****@{host}{port}"
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def _check_url(url: str) -> None:
+    """Raise a ``ValueError`` naming what is wrong with ``url`` (its password masked).
+
+    The one check of a communicator URL: a known scheme, ``//`` after it, no spaces or
+    control characters, and a port (if any) from 0 to 65535.
+    """
+    masked = mask_url(url)
+    if any(char.isspace() or not char.isprintable() for char in url):
+        raise ValueError(
+            f"Malformed communicator URL {masked!r}: it holds a space or control character "
+            "(a stray space at either end?)"
+        )
+    scheme, colon, rest = url.partition(":")
+    if not colon:
+        raise ValueError(f"Malformed communicator URL {masked!r}: no scheme (such as amqp://)")
+    if scheme.lower() not in _SCHEMES:
+        known = ", ".join(f"{name}://" for name in _SCHEMES)
+        raise ValueError(
+            f"Unknown communicator URL scheme {scheme!r} in {masked!r} (known: {known})"
+        )
+    if not rest.startswith("//"):
+        raise ValueError(
+            f"Malformed communicator URL {masked!r}: '//' missing after '{scheme}:' "
+            f"(write {scheme}://...)"
+        )
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 -- urllib checks the port when it is read
+    except ValueError as exc:
+        raise ValueError(f"Malformed communicator URL {masked!r}: {exc}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,9 +209,8 @@ class Settings:
     ssl_server_hostname: str | None = None
 
     def __post_init__(self) -> None:
+        _check_url(self.url)
         scheme = urllib.parse.urlsplit(self.url).scheme
-        if scheme not in _SCHEMES:
-            raise ValueError(f"Unknown communicator URL scheme {scheme!r} in {mask_url(self.url)}")
         if self.task_prefetch_count < 0:
             raise ValueError("task_prefetch_count must be >= 0 (0 means unlimited)")
         if self.max_message_bytes <= 0:
@@ -193,6 +244,7 @@ class Settings:
         Keyword options win over query parameters. Unknown options raise ``TypeError``.
         """
         url = url or DEFAULT_URL
+        _check_url(url)
         known = {field.name for field in dataclasses.fields(cls)}
         unknown = set(options) - known
         if unknown:

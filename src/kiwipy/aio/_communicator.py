@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Generator, Iterable
 from typing import Any
 
 from kiwipy import messages
@@ -31,17 +31,49 @@ ConnectionCallback = Callable[["AsyncCommunicator", bool, BaseException | None],
 _SETTLE_ON_CLOSE_S = 5.0
 
 
-async def connect(url: str | None = None, **options: Any) -> AsyncCommunicator:
+def connect(url: str | None = None, **options: Any) -> Connecting:
     """Connect to the broker at ``url`` (``local://``, ``amqp://``, ``amqps://``, ``memory://``).
 
     With no ``url``: ``$KIWIPY_URL``, else ``local://`` (the local broker, started if need be).
 
     ``options`` are the fields of :class:`kiwipy.settings.Settings` (``heartbeat``,
     ``task_prefetch_count``, ``testing_mode``, ...).
+
+    Await the result for the communicator (``comm = await connect(url)``), or use it as an
+    async context manager, which closes the communicator at the end
+    (``async with connect(url) as comm:``).
     """
+    return Connecting(url, options)
+
+
+async def _connect(url: str | None, options: dict[str, Any]) -> AsyncCommunicator:
     communicator = AsyncCommunicator(Settings.from_url(resolve_url(url), **options))
     await communicator.connect()
     return communicator
+
+
+class Connecting(Awaitable["AsyncCommunicator"]):
+    """What :func:`connect` returns: awaitable (the communicator) and an async context manager
+    (the communicator, closed on exit). The connection starts when it is awaited or entered."""
+
+    def __init__(self, url: str | None, options: dict[str, Any]) -> None:
+        self._url = url
+        self._options = options
+        self._communicator: AsyncCommunicator | None = None
+
+    def __await__(self) -> Generator[Any, None, AsyncCommunicator]:
+        return _connect(self._url, self._options).__await__()
+
+    async def __aenter__(self) -> AsyncCommunicator:
+        if self._communicator is not None:
+            raise RuntimeError("This connect() is entered already; call connect() again")
+        self._communicator = await _connect(self._url, self._options)
+        return self._communicator
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        communicator, self._communicator = self._communicator, None
+        if communicator is not None:
+            await communicator.close()
 
 
 class AsyncCommunicator:

@@ -13,13 +13,15 @@ from typing import Any
 
 import click
 
+import kiwipy
 from kiwipy.cli._common import (
+    BadInput,
     CliError,
     ConnectionOptions,
     configure_logging,
     connection_options,
     dump_json,
-    parse_json,
+    read_json_argument,
 )
 from kiwipy.filters import BroadcastFilter
 
@@ -104,7 +106,7 @@ def worker(
     try:
         task_function = load_function(function)
     except ValueError as exc:
-        raise CliError(str(exc)) from exc
+        raise BadInput(str(exc)) from None
     prefetch = prefetch or concurrency
     if metrics_port is not None:
         from kiwipy.cli._top import serve_metrics
@@ -194,16 +196,24 @@ def _timeout(seconds: float) -> float | None:
     metavar="SECONDS",
     help="Wait this long for the result (0: forever).",
 )
+@click.option(
+    "--verbose", "-v", is_flag=True, help="When the task fails, print the remote traceback."
+)
 @connection_options
 def send(
-    body: str, queue_name: str | None, no_reply: bool, timeout: float, connection: ConnectionOptions
+    body: str,
+    queue_name: str | None,
+    no_reply: bool,
+    timeout: float,
+    verbose: bool,
+    connection: ConnectionOptions,
 ) -> int:
-    """Send a task (its body is JSON) and print its result as JSON.
+    """Send a task (its body is JSON; - reads it from stdin) and print its result as JSON.
 
     The task is on the broker's disk when the send returns (publisher confirm).
     Example: kiwipy send --queue work '{"x": 1}'
     """
-    task = parse_json(body)
+    task = read_json_argument(body)
     with connection.connect() as communicator:
         queue = (
             communicator.task_queue(queue_name)
@@ -214,7 +224,14 @@ def send(
         if future is None:
             click.echo(f"sent to queue '{queue.name}' (confirmed by the broker, no reply asked)")
             return 0
-        click.echo(dump_json(future.result()))
+        try:
+            result = future.result()
+        except kiwipy.RemoteException as exc:
+            if verbose and exc.remote_traceback:
+                click.echo("The task's remote traceback:", err=True)
+                click.echo(exc.remote_traceback.rstrip("\n"), err=True)
+            raise
+        click.echo(dump_json(result))
     return 0
 
 
@@ -231,11 +248,11 @@ def send(
 )
 @connection_options
 def call(identifier: str, body: str, timeout: float, connection: ConnectionOptions) -> int:
-    """Send an RPC to ID (message: JSON) and print the answer as JSON.
+    """Send an RPC to ID (message: JSON; - reads it from stdin) and print the answer as JSON.
 
     Fails at once when nobody listens at ID. Example: kiwipy call demo-worker-1 '"status"'
     """
-    message = parse_json(body)
+    message = read_json_argument(body)
     with connection.connect() as communicator:
         future = communicator.rpc_send(identifier, message, deadline=_timeout(timeout))
         click.echo(dump_json(future.result()))
@@ -250,11 +267,11 @@ def call(identifier: str, body: str, timeout: float, connection: ConnectionOptio
 def broadcast(
     body: str, subject: str | None, sender: str | None, connection: ConnectionOptions
 ) -> int:
-    """Send a broadcast (body: JSON) to every subscriber.
+    """Send a broadcast (body: JSON; - reads it from stdin) to every subscriber.
 
     Example: kiwipy broadcast --subject state.done --sender me '{"pk": 3}'
     """
-    message = parse_json(body)
+    message = read_json_argument(body)
     with connection.connect() as communicator:
         communicator.broadcast_send(message, sender=sender, subject=subject)
     click.echo("broadcast sent")

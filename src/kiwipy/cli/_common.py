@@ -6,6 +6,7 @@ import contextlib
 import functools
 import json
 import logging
+import sys
 import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -13,14 +14,16 @@ from typing import Any, TypeVar
 import click
 
 import kiwipy.sync
-from kiwipy.settings import LOCAL_URL, URL_VARIABLE, mask_url, resolve_url
+from kiwipy.settings import LOCAL_URL, URL_VARIABLE, Settings, mask_url, resolve_url
 
 __all__ = (
+    "BadInput",
     "CliError",
     "ConnectionOptions",
     "connection_options",
     "dump_json",
     "parse_json",
+    "read_json_argument",
     "scrub",
 )
 
@@ -33,6 +36,13 @@ class CliError(click.ClickException):
     """An expected failure: printed as one line, exit code 1."""
 
     exit_code = 1
+
+
+class BadInput(CliError):
+    """What the user gave cannot work (a malformed URL, a broken worker module, an unknown
+    queue): printed as one line, exit code 2."""
+
+    exit_code = 2
 
 
 def default_url() -> str:
@@ -164,6 +174,10 @@ def connection_options(function: F) -> F:
         connect_timeout: float,
         **kwargs: Any,
     ) -> Any:
+        try:
+            Settings.from_url(url)  # the one URL check, before anything connects
+        except ValueError as exc:
+            raise BadInput(scrub(str(exc), url)) from None
         connection = ConnectionOptions(url, exchange_prefix, testing_mode, connect_timeout)
         with connection.errors():
             return function(*args, connection=connection, **kwargs)
@@ -180,6 +194,13 @@ def parse_json(text: str, what: str = "JSON") -> Any:
             f"{what} is not valid JSON ({exc.msg} at column {exc.colno}): {text!r}"
             " (quote strings: '\"text\"')"
         ) from exc
+
+
+def read_json_argument(text: str) -> Any:
+    """A JSON argument; ``-`` reads it from standard input."""
+    if text == "-":
+        return parse_json(sys.stdin.read(), "The JSON read from stdin")
+    return parse_json(text)
 
 
 def dump_json(value: Any) -> str:

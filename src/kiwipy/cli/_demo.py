@@ -251,7 +251,8 @@ def run_demo(
     client, durable = _connect_or_fall_back(connection, console, prefix)
     names = [f"demo-worker-{n}" for n in range(1, workers + 1)]
     with client:
-        where = "worker processes" if durable else "worker threads"
+        where = "worker process" if durable else "worker thread"
+        where += "" if workers == 1 else "es" if durable else "s"
         console.print(
             f"Connected to {mask_url(connection.url)}; starting {workers} {where} "
             f"({', '.join(names)})",
@@ -323,34 +324,51 @@ def _scenario(
             future.add_done_callback(lambda _f: progress.advance(completing))
             futures.append(future)
             progress.advance(sending)
-        time.sleep(max(1.0, 3 * task_seconds))
+        paused_until = time.monotonic() + max(1.0, 3 * task_seconds)
+
+        def kill_step(wait: float) -> None:
+            nonlocal killed, killed_task, names
+            if procs is None:
+                log("In memory there are no processes to kill: skipping the SIGKILL step")
+                return
+            running = _victim_task(events, futures, wait)
+            if running is None:
+                log(f"{victim} started no task to interrupt: no kill step", soft_wrap=True)
+                return
+            pid = procs.kill(victim)
+            killed, killed_task = victim, running
+            log(
+                f"SIGKILL to {victim} (pid {pid}) while it ran task {running}: the broker "
+                "gives that task to another worker",
+                soft_wrap=True,
+            )
+            # As a supervisor would: a new worker takes the killed one's place (with one
+            # worker, nobody else could run the killed task or those still queued).
+            replacement = f"demo-worker-{len(names) + 1}"
+            procs.start(replacement)
+            names = [*names, replacement]
+            _wait_ready(client, [replacement], procs)
+            log(f"Started {replacement} in its place, as a supervisor would")
+
+        if victim != paused:
+            # While tasks are queued: the victim surely runs one (unless there are too few).
+            kill_step(max(0.0, paused_until - time.monotonic()))
+        time.sleep(max(0.0, paused_until - time.monotonic()))
         answer = _rpc(client, paused, "status")
+        if victim != paused:
+            with events.lock:
+                others = sum(n for name, n in events.finished.items() if name != paused)
+            share = f"(the other workers finished {others} tasks meanwhile)"
+        else:
+            share = "(the only worker: the tasks wait in the queue until it plays again)"
         log(
-            f"RPC 'status' to {paused}: paused={answer['paused']}, done {answer['done']} "
-            "(the other workers took its share)",
+            f"RPC 'status' to {paused}: paused={answer['paused']}, done {answer['done']} {share}",
             soft_wrap=True,
         )
         answer = _rpc(client, paused, "play")
         log(f"RPC 'play' to {paused}: paused={answer['paused']}: it works again")
-        if procs is None:
-            log("In memory there are no processes to kill: skipping the SIGKILL step")
-        else:
-            events.victim_started.clear()
-            with events.lock:
-                running = events.victim_running
-            if running is None and events.victim_started.wait(timeout=15):
-                with events.lock:
-                    running = events.victim_running
-            if running is None:
-                log(f"{victim} started no task before the others finished: no kill step")
-            else:
-                pid = procs.kill(victim)
-                killed, killed_task = victim, running
-                log(
-                    f"SIGKILL to {victim} (pid {pid}) while it ran task {running}: the broker "
-                    "gives that task to another worker",
-                    soft_wrap=True,
-                )
+        if victim == paused:
+            kill_step(15.0)
         deadline = time.monotonic() + 30 + n_tasks * task_seconds * 2
         concurrent.futures.wait(futures, timeout=max(1.0, deadline - time.monotonic()))
     results = [f.result() for f in futures if f.done() and f.exception() is None]
@@ -384,6 +402,22 @@ def _scenario(
     }
 
 
+def _victim_task(
+    events: _Events, futures: list[concurrent.futures.Future[Any]], wait: float
+) -> Any:
+    """The task the victim runs now, waiting (at most ``wait`` s) for it to start one while
+    tasks are left; ``None`` when every task finished first."""
+    events.victim_started.clear()
+    deadline = time.monotonic() + wait
+    while True:
+        with events.lock:
+            if events.victim_running is not None:
+                return events.victim_running
+        if all(future.done() for future in futures) or time.monotonic() > deadline:
+            return None
+        events.victim_started.wait(0.05)
+
+
 def _summary(console: Console, outcome: dict[str, Any], durable: bool) -> None:
     from rich.table import Table
 
@@ -399,6 +433,8 @@ def _summary(console: Console, outcome: dict[str, Any], durable: bool) -> None:
         table.add_row("failed", str(outcome["failed"]), "the task raised")
     ids = ", ".join(map(str, outcome["redelivered_ids"]))
     note = f"task {ids} ran again on another worker" if ids else "no task needed a second run"
+    if outcome["killed"] is None:
+        note = "no kill step: no task was interrupted"
     if not durable:
         note = "no kill step in memory"
     table.add_row("redelivered after the kill", str(outcome["redelivered"]), note)

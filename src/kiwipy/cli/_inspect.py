@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
 from kiwipy.cli._broker import CountsReport, queue_counts
-from kiwipy.cli._common import ConnectionOptions, dump_json
+from kiwipy.cli._common import BadInput, ConnectionOptions, dump_json
 from kiwipy.exceptions import KiwipyError
 from kiwipy.settings import mask_url
 
-__all__ = ("TaskPurged", "list_tasks", "purge_tasks", "show_status")
+if TYPE_CHECKING:
+    from kiwipy.sync import Communicator
+
+__all__ = ("TaskPurged", "list_tasks", "purge_tasks", "require_queue", "show_status")
 
 
 class TaskPurged(KiwipyError):
@@ -100,6 +104,44 @@ def show_status(connection: ConnectionOptions, extra_queues: list[str]) -> None:
     _print_counts(console, queue_counts(connection.url, names))
 
 
+_CHECK_TIMEOUT = 15.0
+
+
+def require_queue(communicator: Communicator, name: str) -> None:
+    """Raise :class:`BadInput` when the broker has no queue ``name``: inspection must not
+    change the broker, and reading a queue through the client would declare it.
+
+    On RabbitMQ this is a passive declare (it creates nothing). The in-memory and local
+    transports declare nothing a user could see later, so they are not checked.
+    """
+    if communicator.settings.scheme not in ("amqp", "amqps"):
+        return
+    transport: Any = communicator.asyncio_communicator.transport
+    topology = getattr(transport, "_topology", None)
+    if topology is None or not hasattr(topology, "control_channel"):
+        return  # an AMQP transport without the control channels: cannot check passively
+
+    async def exists() -> bool:
+        async with topology.control_channel(f"check queue {name!r}") as slot:
+            channel = await slot.get()
+            try:
+                await channel.queue_declare(name, passive=True)
+            except Exception as exc:
+                # aiormq's ChannelNotFoundEntity (404 NOT_FOUND); only the transport imports
+                # the AMQP client, so it is recognised by name.
+                if type(exc).__name__ == "ChannelNotFoundEntity":
+                    return False
+                raise
+        return True
+
+    future = asyncio.run_coroutine_threadsafe(exists(), communicator.loop())
+    if not future.result(timeout=_CHECK_TIMEOUT):
+        raise BadInput(
+            f"No queue '{name}' at {mask_url(communicator.settings.url)} (nothing was created; "
+            "check the name and --exchange-prefix)"
+        )
+
+
 def _headers_of(task: Any) -> dict[str, Any]:
     """The AMQP headers of a task taken with the pull API (not public API: best effort)."""
     delivery = getattr(getattr(task, "_task", None), "_delivery", None)
@@ -111,6 +153,7 @@ def list_tasks(connection: ConnectionOptions, queue_name: str | None, limit: int
     console = _console()
     with connection.connect() as communicator:
         name = queue_name or communicator.settings.task_queue
+        require_queue(communicator, name)
         queue = communicator.task_queue(name)
         table = Table(title=f"Tasks waiting in queue '{name}'", title_justify="left")
         table.add_column("#", justify="right")
@@ -152,6 +195,7 @@ def purge_tasks(connection: ConnectionOptions, queue_name: str) -> None:
     # A purged task without a reply address would log "Task without reply failed" each.
     logging.getLogger("kiwipy.aio._incoming").setLevel(logging.ERROR)
     with connection.connect() as communicator:
+        require_queue(communicator, queue_name)
         queue = communicator.task_queue(queue_name)
         for task in queue:
             with task.processing() as outcome:

@@ -23,7 +23,8 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine
+import traceback
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from kiwipy.aio import current_incoming_task
@@ -48,8 +49,15 @@ def load_function(spec: str) -> TaskFunction:
         sys.path.insert(0, os.getcwd())
     try:
         target: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"Cannot import module {module_name!r}: {exc}") from exc
+    except SyntaxError as exc:
+        where = f"{exc.filename}:{exc.lineno}" if exc.filename else module_name
+        raise ValueError(
+            f"Cannot import module {module_name!r}: {where}: {type(exc).__name__}: {exc.msg}"
+        ) from None
+    except Exception as exc:
+        raise ValueError(
+            f"Cannot import module {module_name!r}: {_where(exc)}{type(exc).__name__}: {exc}"
+        ) from None
     for part in attribute.split("."):
         try:
             target = getattr(target, part)
@@ -58,6 +66,20 @@ def load_function(spec: str) -> TaskFunction:
     if not callable(target):
         raise ValueError(f"{spec} is not callable")
     return adapt(target)
+
+
+def _where(exc: BaseException) -> str:
+    """``file:line: `` of the innermost frame outside importlib that raised ``exc``."""
+    frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if not frame.filename.startswith("<frozen ")
+        and frame.filename != __file__
+        and "importlib" not in frame.filename
+    ]
+    if not frames:
+        return ""
+    return f"{frames[-1].filename}:{frames[-1].lineno}: "
 
 
 def adapt(function: TaskFunction) -> TaskFunction:
@@ -88,6 +110,10 @@ class _Job:
 
 async def _outcome_of(job: _Job) -> Any:
     return await asyncio.wrap_future(job.outcome)
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
 
 
 class Worker:
@@ -216,6 +242,15 @@ class Worker:
         return _outcome_of(job)
 
     def _run_jobs(self) -> None:
+        # An ``async def`` task function runs to completion on this thread's own event loop
+        # (never the communicator's: a slow coroutine must not stall heartbeats and acks).
+        loop = asyncio.new_event_loop()
+        try:
+            self._run_jobs_with(loop)
+        finally:
+            loop.close()
+
+    def _run_jobs_with(self, loop: asyncio.AbstractEventLoop) -> None:
         while True:
             job = self._jobs.get()
             if job is _STOP:
@@ -229,19 +264,26 @@ class Worker:
                 self._requeue(job)
                 continue
             try:
-                self._run(job)
+                self._run(job, loop)
             finally:
                 with self._lock:
                     self._running -= 1
 
-    def _run(self, job: _Job) -> None:
+    def _call(self, job: _Job, loop: asyncio.AbstractEventLoop) -> Any:
+        result = job.context.run(self.function, self.communicator, job.body)
+        if inspect.isawaitable(result):
+            # The task runs in the job's context: current_incoming_task() works inside it.
+            result = job.context.run(loop.run_until_complete, _awaited(result))
+        return result
+
+    def _run(self, job: _Job, loop: asyncio.AbstractEventLoop) -> None:
         task_id = job.body.get("id") if isinstance(job.body, dict) else None
         if task_id is None:
             task_id = next(self._numbers)
         self._event(f"task.{task_id}.started", {"id": task_id})
         started = time.monotonic()
         try:
-            result = job.context.run(self.function, self.communicator, job.body)
+            result = self._call(job, loop)
         except Exception as exc:
             with self._lock:
                 self._failed += 1
