@@ -30,6 +30,8 @@ __all__ = (
 F = TypeVar("F", bound=Callable[..., Any])
 
 URL_ENV = URL_VARIABLE
+#: click settings every command shares.
+CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 class CliError(click.ClickException):
