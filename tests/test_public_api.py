@@ -93,7 +93,7 @@ EXPORTS: dict[str, set[str]] = {
     },
     "kiwipy.filters": {"BroadcastFilter"},
     "kiwipy.codecs": {"Codec", "JSON", "MSGPACK", "MessageCodec", "YAML_SAFE", "custom_codec"},
-    "kiwipy.settings": {"DEFAULT_URL", "Settings", "mask_url"},
+    "kiwipy.settings": {"DEFAULT_URL", "LOCAL_URL", "Settings", "mask_url", "resolve_url"},
     "kiwipy.testing.conformance": {"CommunicatorConformance", "Connect"},
     "kiwipy.testing.drivers": {"BlockingDriver", "connect_blocking"},
 }
