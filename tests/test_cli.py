@@ -238,6 +238,11 @@ def test_malformed_url_is_one_line_without_password(
     assert completed.returncode == 2
     assert_one_line_error(completed, "kiwipy: error:", problem)
     assert "s3cretPW" not in completed.stdout + completed.stderr
+    # Before the command too: kiwipy --url URL status.
+    completed = run("--url", url, *command)
+    assert completed.returncode == 2
+    assert_one_line_error(completed, "kiwipy: error:", problem)
+    assert "s3cretPW" not in completed.stdout + completed.stderr
 
 
 @pytest.mark.parametrize(

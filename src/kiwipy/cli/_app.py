@@ -30,13 +30,20 @@ from kiwipy.cli._common import CONTEXT as _CONTEXT
 
 @click.group(context_settings=_CONTEXT)
 @click.option("-v", "--verbose", count=True, help="More logging (-vv: also the AMQP client's).")
+@click.option(
+    "--url",
+    default=None,
+    metavar="URL",
+    help="Broker URL for the command that follows (its own --url wins).",
+)
 @click.version_option(package_name="kiwipy", prog_name="kiwipy")
-def cli(verbose: int) -> None:
+def cli(verbose: int, url: str | None) -> None:
     """kiwipy: tasks, RPC and broadcasts over RabbitMQ, from the terminal.
 
     Every command takes --url (default: $KIWIPY_URL, else local://, the local broker).
     Start with `kiwipy demo`.
     """
+    del url  # read by each command's --url default
     configure_logging(verbose)
 
 

@@ -48,7 +48,10 @@ class BadInput(CliError):
 
 
 def default_url() -> str:
-    return resolve_url(None)
+    """``kiwipy --url URL COMMAND``'s URL, else ``$KIWIPY_URL``, else the local broker."""
+    context = click.get_current_context(silent=True)
+    given = context.find_root().params.get("url") if context is not None else None
+    return resolve_url(given if isinstance(given, str) else None)
 
 
 def scrub(text: str, url: str) -> str:
