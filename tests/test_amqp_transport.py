@@ -16,7 +16,6 @@ import aiormq
 import pytest
 
 from kiwipy.exceptions import (
-    BrokerError,
     CommunicatorClosed,
     ConnectionLost,
     DuplicateSubscriberIdentifier,
@@ -384,15 +383,19 @@ async def test_kiwipy_09_task_queue_is_accepted(
         await raw_channel.exchange_delete(production.message_exchange)
 
 
-async def test_inequivalent_queue_arguments_raise_broker_error(
-    transport: AmqpTransport, settings: Settings, raw_channel: Any
+async def test_a_queue_with_other_arguments_is_used_after_one_warning(
+    transport: AmqpTransport, settings: Settings, raw_channel: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     queue = settings.task_queue
     await raw_channel.queue_declare(
         queue, durable=True, arguments={"x-message-ttl": 1000, "x-expires": 10_000}
     )
-    with pytest.raises(BrokerError, match="PRECONDITION_FAILED"):
-        await transport.declare_task_queue(queue)
+    with caplog.at_level(logging.WARNING, logger="kiwipy"):
+        await transport.declare_task_queue(queue)  # PRECONDITION_FAILED: checked, then used
+        await transport.publish_task(queue, task_message())
+    warnings = [r for r in caplog.records if "already exists with other arguments" in r.message]
+    assert len(warnings) == 1
+    assert "PRECONDITION_FAILED" in warnings[0].getMessage()
     # The control channel is reopened: the transport keeps working.
     await transport.declare_task_queue(f"{queue}.other")
     await transport.publish_task(f"{queue}.other", task_message())

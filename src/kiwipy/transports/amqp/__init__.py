@@ -48,6 +48,20 @@ from kiwipy.transports.base import (
 
 __all__ = ("AmqpTransport",)
 
+_GET_RETRY_PAUSE = 0.1
+_GET_ATTEMPTS = 5
+
+
+class _GetAgain(Exception):
+    """The get failed in a way that a second try on a new channel may not."""
+
+
+def _cancelled_by_caller() -> bool:
+    """Whether the running task is being cancelled (not a CancelledError from aiormq)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)  # Python 3.11+
+    return task is None or cancelling is None or bool(cancelling())
+
 
 class AmqpTransport(Transport):
     """A :class:`~kiwipy.transports.base.Transport` over one RabbitMQ connection."""
@@ -180,21 +194,40 @@ class AmqpTransport(Transport):
         return consumer
 
     async def get_task(self, queue: str) -> Delivery | None:
-        with amqp_errors(f"get a task from queue {queue!r}"):
-            for last_try in (False, True):
-                await self._topology.declare_task_queue(queue)
-                channel = await self._getter.get()
-                try:
-                    raw = await channel.basic_get(queue, no_ack=False)
-                except aiormq.ChannelNotFoundEntity:
-                    if last_try:
-                        raise
-                    self._topology.forget_task_queue(queue)  # expired (testing mode)
-                    continue
-                if raw.delivery_tag is None:
-                    return None
-                return AmqpDelivery(raw, self._getter_deliveries(channel), self._context.guard)
+        what = f"get a task from queue {queue!r}"
+        for attempt in range(_GET_ATTEMPTS):
+            last_try = attempt == _GET_ATTEMPTS - 1
+            try:
+                with amqp_errors(what):
+                    return await self._get(queue)
+            except _GetAgain:
+                if last_try:
+                    raise ConnectionLost(f"Cannot {what}: the broker kept failing") from None
+            except ConnectionLost:
+                # RabbitMQ 3.10 closes the connection (INTERNAL_ERROR "noproc") on a basic.get
+                # from a quorum queue whose leader is still starting: wait for the link and retry.
+                if last_try:
+                    raise
+            await asyncio.sleep(_GET_RETRY_PAUSE)
         raise AssertionError("unreachable")
+
+    async def _get(self, queue: str) -> Delivery | None:
+        await self._topology.declare_task_queue(queue)
+        channel = await self._getter.get()
+        try:
+            raw = await channel.basic_get(queue, no_ack=False)
+        except aiormq.ChannelNotFoundEntity:
+            self._topology.forget_task_queue(queue)  # expired (testing mode): declare it again
+            raise _GetAgain() from None
+        except asyncio.CancelledError:
+            # aiormq cancels what waits on a channel or connection the broker closes: that is
+            # no cancellation of ours (unless it is), so try again on a new one.
+            if _cancelled_by_caller():
+                raise
+            raise _GetAgain() from None
+        if raw.delivery_tag is None:
+            return None
+        return AmqpDelivery(raw, self._getter_deliveries(channel), self._context.guard)
 
     def _getter_deliveries(self, channel: Any) -> LiveDeliveries:
         if self._getter_live is None or self._getter_live.channel is not channel:
