@@ -280,3 +280,20 @@ def test_observe_listener_memory() -> None:
 @pytest.mark.amqp
 def test_observe_listener_amqp(broker: tuple[str, str]) -> None:
     assert run_example("observe_listener.py", example_env(*broker)).splitlines() == OBSERVE
+
+
+WORKER_POOL = [
+    "energies: [-1.0, -2.0, -3.0, -4.0, -5.0, -6.0, -7.0, -8.0]",
+    "at most running at once: 4",
+    "checked: True",
+    "status: done 8, running 0",
+]
+
+
+def test_worker_pool_memory() -> None:
+    assert run_example("worker_pool.py", example_env("memory://docs")).splitlines() == WORKER_POOL
+
+
+@pytest.mark.amqp
+def test_worker_pool_amqp(broker: tuple[str, str]) -> None:
+    assert run_example("worker_pool.py", example_env(*broker)).splitlines() == WORKER_POOL

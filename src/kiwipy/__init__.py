@@ -93,13 +93,20 @@ __all__ = (  # noqa: RUF022
     "TLSError",
     "Settings",
     "NullHandler",
+    "Worker",
 )
 
 # Submodules loaded on first attribute access (``kiwipy.aio``, ``kiwipy.rmq`` ...).
-_LAZY_SUBMODULES = frozenset({"aio", "sync", "rmq", "settings", "codecs", "messages", "transports"})
+_LAZY_SUBMODULES = frozenset(
+    {"aio", "sync", "rmq", "settings", "codecs", "messages", "transports", "worker"}
+)
 
 
 def __getattr__(name: str) -> _typing.Any:
+    if name == "Worker":  # loads the asyncio core and the blocking facade: on first use only
+        from kiwipy.worker import Worker
+
+        return Worker
     if name in _LAZY_SUBMODULES:
         return _importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

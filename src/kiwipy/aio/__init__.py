@@ -9,12 +9,14 @@ assert await future == 42
 from kiwipy.aio._communicator import AsyncCommunicator, connect
 from kiwipy.aio._incoming import IncomingTask, TaskState, current_incoming_task
 from kiwipy.aio._tasks import AsyncTaskQueue
+from kiwipy.aio._worker import Worker
 
 __all__ = (
     "AsyncCommunicator",
     "AsyncTaskQueue",
     "IncomingTask",
     "TaskState",
+    "Worker",
     "connect",
     "current_incoming_task",
 )
