@@ -20,7 +20,7 @@ from typing import Any
 import aiormq
 
 from kiwipy._owned import OwnedTasks
-from kiwipy.exceptions import ConnectionLost, UnroutableError
+from kiwipy.exceptions import ConnectionLost, DeliveryFailed, UnroutableError
 from kiwipy.settings import Settings
 from kiwipy.transports.amqp._channels import ChannelSlot, Publisher
 from kiwipy.transports.amqp._consumers import (
@@ -50,6 +50,7 @@ __all__ = ("AmqpTransport",)
 
 _GET_RETRY_PAUSE = 0.1
 _GET_ATTEMPTS = 5
+_NACK_ATTEMPTS = 3
 
 
 class _GetAgain(Exception):
@@ -173,13 +174,21 @@ class AmqpTransport(Transport):
     async def publish_task(self, queue: str, message: Message) -> None:
         what = f"publish a task to queue {queue!r}"
         exchange = self._settings.task_exchange
-        try:
-            await self._publisher.publish(
-                what, exchange, queue, message, mandatory=True, delivery_mode=PERSISTENT
-            )
-        except UnroutableError:
-            self._topology.forget_task_queue(queue)  # it may have expired: declare it again
-            raise
+        for attempt in range(_NACK_ATTEMPTS):
+            try:
+                await self._publisher.publish(
+                    what, exchange, queue, message, mandatory=True, delivery_mode=PERSISTENT
+                )
+                return
+            except UnroutableError:
+                self._topology.forget_task_queue(queue)  # it may have expired: declare it again
+                raise
+            except DeliveryFailed:
+                # A nack means the broker did not store it: sending it again is safe. A quorum
+                # queue just declared nacks until its leader runs (RabbitMQ 3.10).
+                if attempt == _NACK_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(_GET_RETRY_PAUSE)
 
     async def consume_tasks(
         self, queue: str, handler: DeliveryHandler, *, prefetch_count: int
