@@ -387,14 +387,15 @@ def test_worker_drains_on_sigterm(
 ) -> None:
     queue_name = f"{unique_name}.slow"
     flag = tasks_dir / "started"
+    worker_name = f"{unique_name}-worker"
     worker = Running(
-        "worker", "cli_test_tasks:slow", "--queue", queue_name, "--prefetch", "2", *names,
-        cwd=tasks_dir,
+        "worker", "cli_test_tasks:slow", "--queue", queue_name, "--prefetch", "2",
+        "--name", worker_name, *names, cwd=tasks_dir,
     )  # fmt: skip
     running.append(worker)
     worker.wait_for("working on queue")
     first = Running(
-        "send", "--queue", queue_name, json.dumps({"flag": str(flag), "seconds": 2}), *names
+        "send", "--queue", queue_name, json.dumps({"flag": str(flag), "seconds": 6}), *names
     )
     running.append(first)
     deadline = time.monotonic() + 15
@@ -407,15 +408,25 @@ def test_worker_drains_on_sigterm(
     assert completed.returncode == 0, completed.stderr
     time.sleep(0.3)
 
+    completed = run("status", "--worker", worker_name, *names)
+    assert completed.returncode == 0, completed.stderr
+    assert f"Worker {worker_name}: working; 1 running" in " ".join(completed.stdout.split())
+
     worker.proc.send_signal(signal.SIGTERM)
+    worker.wait_for("draining")
+    # Still answering while it finishes its task (issue 14, item 6): status shows it draining.
+    completed = run("status", "--worker", worker_name, *names)
+    assert completed.returncode == 0, completed.stderr
+    assert f"Worker {worker_name}: draining; 1 running" in " ".join(completed.stdout.split())
     code, output = worker.finish()
     assert code == 0, output
-    assert "draining" in output
     assert "stopped: 1 done, 0 failed, 1 given back to the queue" in output
+    completed = run("status", "--worker", worker_name, *names)
+    assert f"Worker {worker_name}: not running" in " ".join(completed.stdout.split())
 
     code, sent_output = first.finish()
     assert code == 0, sent_output
-    assert json.loads(sent_output.strip().splitlines()[-1]) == {"slept": 2}
+    assert json.loads(sent_output.strip().splitlines()[-1]) == {"slept": 6}
 
     completed = run("tasks", "list", "--queue", queue_name, *names)
     assert completed.returncode == 0, completed.stderr

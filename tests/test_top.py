@@ -16,7 +16,7 @@ from rich.console import Console
 
 import kiwipy
 from kiwipy.cli._top import Top, render
-from kiwipy.cli._worker import Worker
+from kiwipy.worker import Worker
 
 TIMEOUT = 30.0
 TASKS_MODULE = """
@@ -130,7 +130,7 @@ def test_top_renders_the_in_memory_broker_of_its_process() -> None:
         return task
 
     with kiwipy.connect(url) as worker_comm, kiwipy.connect(url) as comm:
-        worker = Worker(worker_comm, work, queue_name="jobs", prefetch=2, name="w1", events=True)
+        worker = Worker(worker_comm, work, queue="jobs", prefetch=2, name="w1", events=True)
         worker.start()
         top = Top(comm, url, ["jobs"])
         try:

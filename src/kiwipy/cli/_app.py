@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 from collections.abc import Sequence
-from types import FrameType
-from typing import Any
 
 import click
 
@@ -22,6 +18,7 @@ from kiwipy.cli._common import (
     read_json_argument,
 )
 from kiwipy.cli._tools import broker, demo, policy, top, watch
+from kiwipy.exceptions import ConnectionLost
 
 __all__ = ("cli", "main")
 
@@ -106,7 +103,8 @@ def worker(
     senders get the results), gives back the ones it holds but has not started, and exits 0.
     A second signal stops at once (the broker requeues whatever was not acknowledged).
     """
-    from kiwipy.cli._worker import Worker, load_function
+    from kiwipy.cli._worker import load_function
+    from kiwipy.worker import Worker
 
     try:
         task_function = load_function(function)
@@ -117,28 +115,8 @@ def worker(
         from kiwipy.cli._top import serve_metrics
 
         click.echo(f"metrics at {serve_metrics(metrics_port)}")
-    stop = threading.Event()
-    failure: list[str] = []
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        if stop.is_set():
-            click.echo("worker: second signal: stopping now", err=True)
-            sys.stdout.flush()
-            import os
-
-            os._exit(1)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     communicator = connection.connect(task_prefetch_count=prefetch)
     try:
-
-        def on_close(_communicator: Any, exc: BaseException | None) -> None:
-            if exc is not None:
-                failure.append(str(exc))
-                stop.set()
-
-        communicator.add_close_callback(on_close)
         queue = queue_name or communicator.settings.task_queue
 
         def say(line: str) -> None:
@@ -148,28 +126,21 @@ def worker(
         worker_ = Worker(
             communicator,
             task_function,
-            queue_name=queue,
+            queue=queue,
             prefetch=prefetch,
             concurrency=concurrency,
             name=name,
             events=events,
             on_event=say,
         )
-        worker_.start()
         click.echo(
             f"{worker_.name}: working on queue '{queue}' at {connection.masked_url} "
             f"(concurrency {concurrency}, prefetch {prefetch}); Ctrl-C or SIGTERM drains and stops"
         )
-        while not stop.wait(0.25):
-            pass
-        if failure:
-            raise CliError(f"Connection lost for good: {failure[0]}")
-        running = worker_.status()["running"]
-        click.echo(
-            f"{worker_.name}: draining: taking no new task, finishing {running} running, "
-            "requeuing the rest"
-        )
-        worker_.drain()
+        try:
+            drained = worker_.run()
+        except ConnectionLost as exc:
+            raise CliError(str(exc)) from None
         status = worker_.status()
         click.echo(
             f"{worker_.name}: stopped: {status['done']} done, {status['failed']} failed, "
@@ -177,9 +148,7 @@ def worker(
         )
     finally:
         communicator.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return 0
+    return 0 if drained else 1
 
 
 # -- sending -----------------------------------------------------------------------------------
@@ -295,12 +264,23 @@ def broadcast(
     metavar="QUEUE",
     help="Also show this task queue (repeatable).",
 )
+@click.option(
+    "--worker",
+    "-w",
+    "worker_names",
+    multiple=True,
+    metavar="NAME",
+    help="Also show the worker started with --name NAME: working, paused or draining, and its "
+    "counts (repeatable).",
+)
 @connection_options
-def status(queue_names: Sequence[str], connection: ConnectionOptions) -> int:
-    """Show the broker, its consumer_timeout and the task queues' counts."""
+def status(
+    queue_names: Sequence[str], worker_names: Sequence[str], connection: ConnectionOptions
+) -> int:
+    """Show the broker, its consumer_timeout, the task queues' counts and named workers."""
     from kiwipy.cli._inspect import show_status
 
-    show_status(connection, list(queue_names))
+    show_status(connection, list(queue_names), list(worker_names))
     return 0
 
 

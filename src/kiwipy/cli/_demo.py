@@ -36,8 +36,8 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from kiwipy.cli._common import ConnectionOptions
-    from kiwipy.cli._worker import Worker
     from kiwipy.sync import Communicator
+    from kiwipy.worker import Worker
 
 __all__ = ("run_demo", "work")
 
@@ -209,7 +209,7 @@ def _memory_workers(
     connection: ConnectionOptions, names: list[str], prefix: str
 ) -> Iterator[list[Worker]]:
     import kiwipy.sync
-    from kiwipy.cli._worker import Worker
+    from kiwipy.worker import Worker
 
     options = connection.options(
         message_exchange=f"{prefix}.messages",
@@ -225,7 +225,7 @@ def _memory_workers(
             worker = Worker(
                 communicator,
                 work,
-                queue_name=f"{prefix}.tasks",
+                queue=f"{prefix}.tasks",
                 prefetch=1,
                 name=name,
                 events=True,

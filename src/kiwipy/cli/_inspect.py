@@ -12,7 +12,7 @@ from rich.table import Table
 
 from kiwipy.cli._broker import CountsReport, queue_counts
 from kiwipy.cli._common import BadInput, ConnectionOptions, dump_json
-from kiwipy.exceptions import KiwipyError
+from kiwipy.exceptions import KiwipyError, UnroutableError
 from kiwipy.settings import mask_url
 
 if TYPE_CHECKING:
@@ -69,7 +69,9 @@ def _print_counts(console: Console, report: CountsReport) -> None:
         console.print("('-': no such queue on the broker)")
 
 
-def show_status(connection: ConnectionOptions, extra_queues: list[str]) -> None:
+def show_status(
+    connection: ConnectionOptions, extra_queues: list[str], workers: list[str] | None = None
+) -> None:
     console = _console()
     with connection.connect() as communicator:
         transport: Any = communicator.asyncio_communicator.transport
@@ -101,7 +103,34 @@ def show_status(connection: ConnectionOptions, extra_queues: list[str]) -> None:
                 "option on RabbitMQ 3.11.15 and later."
             )
         names = [communicator.settings.task_queue, *extra_queues]
+        for name in workers or ():
+            console.print(f"Worker {name}: {_worker_line(communicator, name)}")
     _print_counts(console, queue_counts(connection.url, names))
+
+
+_WORKER_TIMEOUT = 5.0
+
+
+def _worker_line(communicator: Communicator, name: str) -> str:
+    """What the worker answering at ``name`` says of itself (a draining one answers until it
+    is gone), or why it says nothing."""
+    try:
+        answer = communicator.rpc_send(name, "status").result(timeout=_WORKER_TIMEOUT)
+    except UnroutableError:
+        return "not running (nothing answers at this name)"
+    except Exception as exc:
+        return f"no answer: {type(exc).__name__}: {exc}"
+    if not isinstance(answer, dict):
+        return f"answered {answer!r} (not a kiwipy worker?)"
+    state = "working"
+    if answer.get("draining"):
+        state = "draining"
+    elif answer.get("paused"):
+        state = "paused"
+    counts = ", ".join(
+        f"{answer[key]} {key}" for key in ("running", "done", "failed", "requeued") if key in answer
+    )
+    return f"{state}; {counts} (queue {answer.get('queue')!r}, pid {answer.get('pid')})"
 
 
 _CHECK_TIMEOUT = 15.0
