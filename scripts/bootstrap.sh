@@ -2,13 +2,15 @@
 # Create (or refresh) the project's virtualenv in <repo>/.venv.
 #
 # Usable both ways:
-#   bash scripts/bootstrap.sh          # just bootstrap
+#   bash scripts/bootstrap.sh          # bootstrap with the dev tools (tests, ruff, mypy)
+#   bash scripts/bootstrap.sh base     # only what the package needs (the demo)
 #   source scripts/bootstrap.sh        # bootstrap, then use $KIWIPY_ROOT / $KIWIPY_VENV
 #
 # - finds a python3 >= 3.10 (python3, then python3.13 .. python3.10 on PATH);
 # - creates .venv if missing or broken (installs Debian's python3-venv when root);
-# - runs `pip install -e '.[dev]'` only when pyproject.toml changed since the last
-#   successful install (a hash of it is kept in .venv/.kiwipy-bootstrap-stamp).
+# - runs `pip install -e '.[dev]'` (or `-e .` for base) only when pyproject.toml changed since
+#   the last successful install (a hash of it and what was installed are kept in
+#   .venv/.kiwipy-bootstrap-stamp); a dev install serves base too.
 set -euo pipefail
 
 KIWIPY_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -90,7 +92,15 @@ EOF
 }
 
 kiwipy_bootstrap() {
-    local py stamp want have=""
+    local kind="${1:-dev}" py stamp want have="" target
+    case "$kind" in
+    dev) target='.[dev]' ;;
+    base) target='.' ;;
+    *)
+        _kb_log "error: unknown install kind '$kind' (dev or base)"
+        return 1
+        ;;
+    esac
     if ! _kb_venv_ok; then
         if ! py="$(_kb_find_python)"; then
             _kb_log "error: no python3 >= 3.10 found (tried python3, python3.13 .. python3.10)."
@@ -104,11 +114,11 @@ kiwipy_bootstrap() {
     stamp="$KIWIPY_VENV/.kiwipy-bootstrap-stamp"
     want="$(sha256sum "$KIWIPY_ROOT/pyproject.toml" | cut -d' ' -f1)"
     [[ -f "$stamp" ]] && have="$(cat "$stamp")"
-    if [[ "$want" == "$have" ]] && _kb_package_ok; then
+    if _kb_stamp_serves "$have" "$want" "$kind" && _kb_package_ok; then
         return 0
     fi
 
-    _kb_log "installing kiwipy + dev dependencies into .venv (pip install -e '.[dev]')"
+    _kb_log "installing kiwipy ($kind) into .venv (pip install -e '$target')"
     (
         cd "$KIWIPY_ROOT"
         # Serialise concurrent bootstraps sharing this venv.
@@ -116,21 +126,30 @@ kiwipy_bootstrap() {
             exec 9>"$KIWIPY_VENV/.kiwipy-bootstrap.lock"
             flock 9
             # Someone else may have finished the same install while we waited.
-            if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && _kb_package_ok; then
+            if [[ -f "$stamp" ]] && _kb_stamp_serves "$(cat "$stamp")" "$want" "$kind" &&
+                _kb_package_ok; then
                 exit 0
             fi
         fi
         PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
-            "$KIWIPY_VENV/bin/python" -m pip install -q -e '.[dev]'
+            "$KIWIPY_VENV/bin/python" -m pip install -q -e "$target"
     ) || {
-        _kb_log "error: pip install -e '.[dev]' failed (output above)"
+        _kb_log "error: pip install -e '$target' failed (output above)"
         return 1
     }
-    printf '%s\n' "$want" >"$stamp"
+    # A dev install already in place stays the stamp's kind: it serves base too.
+    [[ "$kind" == base && "$have" == "$want dev" ]] && kind=dev
+    printf '%s %s\n' "$want" "$kind" >"$stamp"
+}
+
+# True when the stamp "<hash> <kind>" says what is installed serves an install of kind $3.
+_kb_stamp_serves() {
+    local have="$1" want="$2" kind="$3"
+    [[ "$have" == "$want dev" ]] || [[ "$kind" == base && "$have" == "$want base" ]]
 }
 
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
-    kiwipy_bootstrap
+    kiwipy_bootstrap "$@"
 else
-    kiwipy_bootstrap || return 1
+    kiwipy_bootstrap "$@" || return 1
 fi
