@@ -63,7 +63,7 @@ TASKS_MODULE = textwrap.dedent(
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    for name in ("KIWIPY_URL", "KIWIPY_EXCHANGE_PREFIX", "KIWIPY_TESTING_MODE"):
+    for name in ("KIWIPY_URL", "KIWIPY_PREFIX", "KIWIPY_TESTING_MODE"):
         env.pop(name, None)
     # Wide enough that no table cell wraps: bodies hold tmp paths of varying length.
     env["COLUMNS"] = "200"

@@ -425,6 +425,31 @@ def test_unknown_uri_scheme_is_a_value_error_with_the_password_masked() -> None:
     assert "secret" not in str(info.value)
 
 
+def test_connect_takes_settings_fields_beside_kiwipy_09_keywords(unique_name: str) -> None:
+    """Issue 14: ``kiwipy.connect`` accepts what ``Settings`` has, not only 0.9's keywords."""
+    with kiwipy.connect(
+        f"memory://{unique_name}",
+        task_queue=f"{unique_name}.tasks",  # a kiwipy 0.9 keyword
+        queue_expires=5_000,  # a kiwipy 0.9 keyword with another Settings name
+        rpc_timeout=3.0,  # Settings fields
+        task_timeout=7.0,
+        max_message_bytes=1024,
+    ) as comm:
+        settings = comm.settings
+        assert settings.task_queue == f"{unique_name}.tasks"
+        assert settings.queue_expires_ms == 5_000
+        assert (settings.rpc_timeout, settings.task_timeout) == (3.0, 7.0)
+        assert settings.max_message_bytes == 1024
+    with pytest.raises(TypeError, match="no_such_option"):
+        kiwipy.connect(f"memory://{unique_name}", no_such_option=1)
+
+
+def test_connect_reaches_the_local_broker(local_url: str, unique_name: str) -> None:
+    with kiwipy.connect(local_url, task_queue=f"{unique_name}.tasks", rpc_timeout=5.0) as comm:
+        comm.add_rpc_subscriber(lambda _comm, msg: msg * 2, f"{unique_name}.doubler")
+        assert comm.rpc_send(f"{unique_name}.doubler", 21).result(timeout=10) == 42
+
+
 # -- rmq.defaults, rmq.utils, rmq.messages -----------------------------------------------------
 
 

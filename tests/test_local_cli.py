@@ -49,3 +49,14 @@ def test_status_and_tasks_list_show_the_local_brokers_queue(home: Path) -> None:
     listed = kiwipy_cli("tasks", "list")
     assert "Tasks waiting in queue 'kiwipy.tasks'" in listed
     assert len(re.findall(r"│ \d+ │ no", listed)) == 3
+
+
+def test_kiwipy_prefix_names_the_clis_exchanges_and_queue(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One prefix variable, ``KIWIPY_PREFIX``, as the docs' examples use (issue 14)."""
+    monkeypatch.setenv("KIWIPY_PREFIX", "prefixed")
+    with kiwipy.sync.connect(task_queue="prefixed.tasks") as comm:
+        comm.task_send("waiting", no_reply=True)
+    status = kiwipy_cli("status")
+    assert re.search(r"prefixed\.tasks\s*│\s*1\s*│", status), status

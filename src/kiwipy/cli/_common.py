@@ -151,10 +151,10 @@ def connection_options(function: F) -> F:
     @click.option(
         "--exchange-prefix",
         default=None,
-        envvar="KIWIPY_EXCHANGE_PREFIX",
+        envvar="KIWIPY_PREFIX",
         metavar="PREFIX",
         help="Use PREFIX.messages / PREFIX.tasks instead of kiwipy.messages / kiwipy.tasks "
-        "(separate namespaces on one broker). [env: KIWIPY_EXCHANGE_PREFIX]",
+        "(separate namespaces on one broker). [env: KIWIPY_PREFIX]",
     )
     @click.option(
         "--testing-mode",

@@ -97,7 +97,7 @@ class _Processes:
         self._env = {
             **os.environ,
             "KIWIPY_URL": url,  # not on the command line: ps would show the password
-            "KIWIPY_EXCHANGE_PREFIX": prefix,
+            "KIWIPY_PREFIX": prefix,
             "KIWIPY_TESTING_MODE": "1",
         }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
