@@ -105,7 +105,12 @@ QUICKSTART = [
     "event: state.running.done {'pk': 42}",
     "event: state.finished.done {'pk': 44}",
 ]
-ASYNCIO_QUICKSTART = ["task result: 42", "rpc answer: pong ping", "event: state.done {'pk': 42}"]
+ASYNCIO_QUICKSTART = [
+    "task result: 42",
+    "rpc answer: pong ping",
+    "task_call: 10 rpc_call: pong 1",
+    "event: state.done {'pk': 42}",
+]
 
 
 def test_quickstart_memory() -> None:

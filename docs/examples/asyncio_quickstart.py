@@ -30,6 +30,9 @@ async def main():
         print("task result:", await future)
         answer = await comm.rpc_send("process-42", "ping")
         print("rpc answer:", await answer)
+        # One await: task_call and rpc_call return the result itself.
+        result, reply = await comm.task_call(5), await comm.rpc_call("process-42", 1)
+        print("task_call:", result, "rpc_call:", reply)
         await comm.broadcast_send({"pk": 42}, sender=42, subject="state.done")
         print("event:", *await asyncio.wait_for(events.get(), timeout=10))
 

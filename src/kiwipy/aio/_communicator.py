@@ -10,7 +10,7 @@ from typing import Any
 from kiwipy import messages
 from kiwipy.aio._broadcasts import Broadcasts, BroadcastSubscriber
 from kiwipy.aio._core import Core
-from kiwipy.aio._futures import Invoker, call_subscriber, weak_callback
+from kiwipy.aio._futures import Invoker, call_subscriber, outcome, weak_callback
 from kiwipy.aio._rpc import Rpc, RpcSubscriber
 from kiwipy.aio._tasks import AsyncTaskQueue
 from kiwipy.exceptions import (
@@ -228,6 +228,13 @@ class AsyncCommunicator:
             task, no_reply, deadline=deadline, timeout=timeout
         )
 
+    async def task_call(
+        self, task: Any, *, deadline: float | None = None, timeout: float | None = None
+    ) -> Any:
+        """Send a task to the default queue and return its result; see
+        :meth:`AsyncTaskQueue.task_call`."""
+        return await self._default_queue.task_call(task, deadline=deadline, timeout=timeout)
+
     async def task_send_many(
         self,
         tasks: Iterable[Any],
@@ -273,6 +280,23 @@ class AsyncCommunicator:
         ``settings.rpc_timeout``); ``timeout`` bounds the send itself.
         """
         return await self._rpc.send(recipient_id, msg, deadline=deadline, timeout=timeout)
+
+    async def rpc_call(
+        self,
+        recipient_id: Any,
+        msg: Any,
+        *,
+        deadline: float | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Send an RPC and return its answer (``answer = await comm.rpc_call(42, "status")``).
+
+        The one-await form of ``await (await comm.rpc_send(...))``: the remote exception is
+        raised here, :class:`~kiwipy.exceptions.UnroutableError` at once when nobody owns
+        ``recipient_id``, :class:`~kiwipy.exceptions.DeadlineExceeded` when ``deadline`` passes.
+        """
+        future = await self.rpc_send(recipient_id, msg, deadline=deadline, timeout=timeout)
+        return await outcome(future)
 
     # -- broadcasts ----------------------------------------------------------------------------
 

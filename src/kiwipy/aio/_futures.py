@@ -15,6 +15,7 @@ __all__ = (
     "done_future",
     "follow_pending",
     "is_future",
+    "outcome",
     "wait_future",
     "weak_callback",
 )
@@ -55,6 +56,15 @@ async def wait_future(future: AnyFuture) -> Any:
         if waited.cancelled():
             raise concurrent.futures.CancelledError() from None
         raise
+
+
+async def outcome(future: asyncio.Future[Any]) -> Any:
+    """The value at the end of ``future``'s chain: a kiwipy 0.9 answer may be a future whose
+    result is a future again (one level per subscriber that answered "later")."""
+    result = await future
+    while is_future(result):
+        result = await wait_future(result)
+    return result
 
 
 async def follow_pending(result: Any, on_pending: Callable[[], Awaitable[None]]) -> Any:

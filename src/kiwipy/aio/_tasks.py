@@ -20,6 +20,7 @@ from typing import Any
 from kiwipy import messages
 from kiwipy.aio._core import Core
 from kiwipy.aio._futures import done_future, follow_pending
+from kiwipy.aio._futures import outcome as final_outcome
 from kiwipy.aio._incoming import (
     IncomingTask,
     TaskState,
@@ -120,6 +121,18 @@ class AsyncTaskQueue:
         self._core.ensure_open()
         args = (task, no_reply, deadline)
         return await self._core.bounded_send(self._send, args, timeout, "Sending a task")
+
+    async def task_call(
+        self, task: Any, *, deadline: float | None = None, timeout: float | None = None
+    ) -> Any:
+        """Send a task and return its result (``result = await queue.task_call(task)``).
+
+        The one-await form of ``await (await queue.task_send(task))``: the worker's exception
+        is raised here, :class:`~kiwipy.exceptions.DeadlineExceeded` when ``deadline`` passes.
+        """
+        future = await self.task_send(task, deadline=deadline, timeout=timeout)
+        assert future is not None  # a reply was asked for
+        return await final_outcome(future)
 
     async def _send(
         self, task: Any, no_reply: bool, deadline: float | None
