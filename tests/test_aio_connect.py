@@ -108,3 +108,15 @@ async def test_rpc_call_returns_the_answer_through_nested_futures(call_url: str)
         await comm.add_rpc_subscriber(lambda _comm, msg: never, f"{prefix}.never")
         with pytest.raises(kiwipy.DeadlineExceeded):
             await comm.rpc_call(f"{prefix}.never", 1, deadline=0.3)
+
+
+async def test_a_tasks_deadline_ends_the_wait_but_the_task_still_runs(call_url: str) -> None:
+    """What docs/guarantees.md says ``deadline=`` does to a task already queued."""
+    prefix = f"call-{uuid.uuid4().hex[:8]}"
+    names = {"task_queue": f"{prefix}.tasks", "message_exchange": f"{prefix}.messages"}
+    async with kiwipy.aio.connect(call_url, testing_mode=True, **names) as comm:
+        with pytest.raises(kiwipy.DeadlineExceeded):
+            await comm.task_call("late", deadline=0.2)  # no worker yet
+        ran = asyncio.Event()
+        await comm.add_task_subscriber(lambda _comm, task: ran.set())
+        await asyncio.wait_for(ran.wait(), 10)

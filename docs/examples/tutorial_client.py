@@ -14,6 +14,8 @@ def submit(comm, count, seconds=0.2):
 
 
 if __name__ == "__main__":
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 4
+    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 0.2  # per simulation
     with connect() as comm:
-        for result in submit(comm, int(sys.argv[1]) if len(sys.argv) > 1 else 4):
+        for result in submit(comm, count, seconds):
             print(f"simulation {result['pk']}: energy {result['energy']}")

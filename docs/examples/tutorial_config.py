@@ -15,5 +15,5 @@ def connect(url=URL):
         url,
         message_exchange=f"{PREFIX}.messages",  # RPC and broadcasts
         task_exchange=f"{PREFIX}.tasks",
-        task_queue=f"{PREFIX}.tasks",  # the default queue (unused here)
+        task_queue=QUEUE,  # the default queue is the workflow's: no second queue
     )
