@@ -350,7 +350,8 @@ def settings_of(*args: Any, **kwargs: Any) -> Any:
     return rmq_arguments.settings_from_arguments(*args, **kwargs)
 
 
-def test_connection_params_url_dict_and_none() -> None:
+def test_connection_params_url_dict_and_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KIWIPY_URL", raising=False)
     assert settings_of("amqp://u:p@host:1234/vh").url == "amqp://u:p@host:1234/vh"
     from_dict = settings_of({"url": "amqp://a:b@h/", "heartbeat": 600, "timeout": 3})
     assert (from_dict.url, from_dict.heartbeat, from_dict.connection_timeout) == (
@@ -442,6 +443,18 @@ def test_connect_takes_settings_fields_beside_kiwipy_09_keywords(unique_name: st
         assert settings.max_message_bytes == 1024
     with pytest.raises(TypeError, match="no_such_option"):
         kiwipy.connect(f"memory://{unique_name}", no_such_option=1)
+
+
+def test_kiwipy_url_is_the_url_when_none_is_given(
+    monkeypatch: pytest.MonkeyPatch, unique_name: str
+) -> None:
+    """Issue 14: ``$KIWIPY_URL`` is honoured by every entry point, kiwipy 0.9's included."""
+    monkeypatch.setenv("KIWIPY_URL", f"memory://{unique_name}")
+    assert settings_of(None).url == f"memory://{unique_name}"
+    with kiwipy.connect() as comm:
+        assert comm.settings.url == f"memory://{unique_name}"
+    with kiwipy.connect("memory://given") as comm:  # a URL given wins
+        assert comm.settings.url == "memory://given"
 
 
 def test_connect_reaches_the_local_broker(local_url: str, unique_name: str) -> None:

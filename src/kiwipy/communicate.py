@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import urllib.parse
 from typing import TYPE_CHECKING, Any
 
-from kiwipy.settings import mask_url
+from kiwipy.settings import URL_VARIABLE, mask_url
 
 if TYPE_CHECKING:
     from kiwipy.rmq.threadcomms import RmqThreadCommunicator
@@ -26,7 +27,12 @@ def connect(uri: str = DEFAULT_COMM_URI, **kwargs: Any) -> RmqThreadCommunicator
     ``task_queue``, ``testing_mode``, ...) and any field of :class:`kiwipy.Settings`
     (``heartbeat``, ``rpc_timeout``, ``task_queue_type`` ...); an unknown one is a
     ``TypeError``.
+
+    With no ``uri``: ``$KIWIPY_URL`` when set, else kiwipy 0.9's default (RabbitMQ on this
+    host).
     """
+    if uri is DEFAULT_COMM_URI:  # not given (the default object itself)
+        uri = os.environ.get(URL_VARIABLE) or DEFAULT_COMM_URI
     if urllib.parse.urlsplit(uri).scheme not in _SCHEMES:
         raise ValueError(f"Unknown communicator uri '{mask_url(uri)}'")
     from kiwipy import rmq  # imported on first use: ``import kiwipy`` stays light

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import urllib.parse
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from kiwipy.rmq import defaults
-from kiwipy.settings import DEFAULT_URL, Settings
+from kiwipy.settings import DEFAULT_URL, URL_VARIABLE, Settings
 
 __all__ = ("ConnectionParams", "settings_from_arguments", "settings_from_call")
 
@@ -98,8 +99,8 @@ def _url_and_options(params: ConnectionParams) -> tuple[str, dict[str, Any]]:
     (``host``, ``port``, ``login``, ``password``, ``virtualhost``, ``ssl``), plus ``heartbeat``
     and ``timeout``. Other keywords are ignored with a warning.
     """
-    if params is None:
-        return DEFAULT_URL, {}
+    if params is None:  # as kiwipy 0.9, unless $KIWIPY_URL says otherwise
+        return os.environ.get(URL_VARIABLE) or DEFAULT_URL, {}
     if isinstance(params, str):
         return params, {}
     if not isinstance(params, dict):
