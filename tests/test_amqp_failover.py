@@ -3,9 +3,24 @@ RabbitMQ) connecting to the next address when one is dead and rotating on reconn
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import socket
+import ssl
+import subprocess
+import urllib.parse
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
 import pytest
 
+import kiwipy.aio
+from kiwipy.exceptions import BrokerRefused, ConnectionLost
 from kiwipy.settings import Settings, mask_url
+from kiwipy.transports.amqp import AmqpTransport
+from kiwipy.transports.amqp._tls import dial_targets
+from kiwipy_reliability.faults.proxy import TcpProxy
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -98,3 +113,208 @@ def test_a_semicolon_in_a_password_is_no_separator() -> None:
     assert settings.url == "amqp://u:pa;ss@h1/v"
     assert settings.failover_urls == ("amqp://u:pa;ss@h2/v",)
     assert "pa;ss" not in mask_url("amqp://u:pa;ss@h1/v;amqp://u:pa;ss@h2")
+
+
+# -- TLS: the host name is checked per address ---------------------------------------------------
+
+
+def test_each_address_is_checked_against_its_own_host_name() -> None:
+    settings = Settings.from_url(
+        f"amqps://u:{PASSWORD}@10.0.0.1:5671/?server_name_indication=node1.example"
+        ";amqps://node2.example;amqps://10.0.0.3?server_name_indication=node3.example"
+    )
+    targets = dial_targets(settings)
+    assert [target.server_hostname for target in targets] == [
+        "node1.example",
+        None,  # None: asyncio checks the URL's own host, node2.example
+        "node3.example",
+    ]
+    assert [urllib.parse.urlsplit(target.url).hostname for target in targets] == [
+        "10.0.0.1",
+        "node2.example",
+        "10.0.0.3",
+    ]
+    context = targets[0].kwargs["context"]
+    assert context.check_hostname and context.verify_mode == ssl.CERT_REQUIRED
+    assert all(target.kwargs["context"] is context for target in targets)  # built once
+    assert all(PASSWORD not in repr(target) for target in targets)
+
+
+def test_ssl_server_hostname_serves_addresses_without_their_own() -> None:
+    settings = Settings.from_url(
+        "amqps://10.0.0.1;amqps://10.0.0.2;amqps://10.0.0.3?server_name_indication=other",
+        ssl_server_hostname="cluster.example",
+    )
+    names = [target.server_hostname for target in dial_targets(settings)]
+    assert names == ["cluster.example", "cluster.example", "other"]
+
+
+def test_plain_addresses_get_no_tls() -> None:
+    targets = dial_targets(Settings.from_url("amqp://h1;amqp://h2"))
+    assert [target.kwargs for target in targets] == [{}, {}]
+    assert [target.label for target in targets] == ["amqp://h1", "amqp://h2"]
+
+
+# -- against RabbitMQ ------------------------------------------------------------------------------
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (a dead broker)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def ctl(*args: str, check: bool = True) -> None:
+    completed = subprocess.run(
+        ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=30, check=False
+    )
+    if check and completed.returncode != 0:
+        raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {completed.stderr.strip()}")
+
+
+@pytest.fixture
+def user_password(amqp_url: str) -> Iterator[tuple[str, str]]:
+    """A temporary user of the shared broker, with a password worth masking."""
+    if subprocess.run(["rabbitmqctl", "-q", "status"], capture_output=True, timeout=30).returncode:
+        pytest.skip("rabbitmqctl cannot reach the shared broker")
+    user = f"kiwipy-failover-{uuid.uuid4().hex[:8]}"
+    password = f"{PASSWORD}-{uuid.uuid4().hex}"
+    ctl("add_user", user, password)
+    ctl("set_permissions", "-p", "/", user, ".*", ".*", ".*")
+    try:
+        yield user, password
+    finally:
+        ctl("delete_user", user, check=False)
+
+
+async def until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    async def wait() -> None:
+        while not condition():
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(wait(), timeout)
+
+
+def logged(caplog: pytest.LogCaptureFixture) -> str:
+    return "\n".join(
+        f"{record.getMessage()} {record.exc_text or ''} {record.exc_info or ''}"
+        for record in caplog.records
+    )
+
+
+@pytest.mark.amqp
+async def test_connect_skips_dead_addresses(
+    user_password: tuple[str, str], unique_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    user, password = user_password
+    dead1, dead2 = closed_port(), closed_port()
+    url = f"amqp://{user}:{password}@127.0.0.1:{dead1}/;amqp://127.0.0.1:{dead2};amqp://127.0.0.1:5672"
+    transport = AmqpTransport(Settings.from_url(url, task_exchange=f"{unique_name}.tasks"))
+    await transport.connect()
+    try:
+        assert transport.address == f"amqp://{user}:****@127.0.0.1:5672/"
+        await transport.declare_task_queue(f"{unique_name}.q")
+        assert await transport.queue_exists(f"{unique_name}.q")
+        text = logged(caplog) + repr(transport)
+        assert f"127.0.0.1:{dead1}" in text and f"127.0.0.1:{dead2}" in text  # said why
+        assert password not in text
+    finally:
+        await transport.close()
+
+
+@pytest.mark.amqp
+async def test_no_address_answers_names_each_masked(user_password: tuple[str, str]) -> None:
+    user, password = user_password
+    dead1, dead2 = closed_port(), closed_port()
+    url = f"amqp://{user}:{password}@127.0.0.1:{dead1}/;amqp://127.0.0.1:{dead2}"
+    with pytest.raises(ConnectionLost) as caught:
+        await AmqpTransport(Settings.from_url(url)).connect()
+    text = str(caught.value)
+    assert not isinstance(caught.value, BrokerRefused)
+    assert "any of the 2 addresses" in text
+    assert f":{dead1}/" in text and f":{dead2}/" in text
+    assert password not in text
+
+
+@pytest.mark.amqp
+async def test_reconnects_rotate_to_the_next_address(
+    user_password: tuple[str, str], unique_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    user, password = user_password
+    with TcpProxy("127.0.0.1", 5672) as first, TcpProxy("127.0.0.1", 5672) as second:
+        url = f"amqp://{user}:{password}@127.0.0.1:{first.port}/;amqp://127.0.0.1:{second.port}"
+        communicator = await kiwipy.aio.connect(
+            url,
+            task_exchange=f"{unique_name}.tasks",
+            message_exchange=f"{unique_name}.messages",
+            task_queue=f"{unique_name}.tasks",
+            reconnect_max_delay=0.3,
+            testing_mode=True,
+        )
+        transport: Any = communicator.transport
+        try:
+            await communicator.add_task_subscriber(lambda _c, task: task * 2)
+            assert await asyncio.wait_for(await communicator.task_send(1), 10) == 2
+            assert (first.connections, second.connections) == (1, 0)
+
+            first.refuse()  # the first node dies
+            first.cut()
+            await second.await_connections(1, timeout=15)
+            await until(lambda: transport.is_connected)
+            assert transport.address == f"amqp://{user}:****@127.0.0.1:{second.port}/"
+            # The consumer came back on the second node.
+            assert await asyncio.wait_for(await communicator.task_send(2), 15) == 4
+
+            first.accept()  # the first node is back; the second one dies
+            second.refuse()
+            second.cut()
+            await first.await_connections(1, timeout=15)
+            await until(lambda: transport.is_connected)
+            assert transport.address.endswith(f"@127.0.0.1:{first.port}/")
+            assert await asyncio.wait_for(await communicator.task_send(3), 15) == 6
+        finally:
+            await communicator.close()
+    text = logged(caplog)
+    assert "Reconnected to" in text
+    assert password not in text
+
+
+@pytest.mark.amqp
+async def test_shuffle_spreads_clients_over_the_addresses(amqp_url: str) -> None:
+    with TcpProxy("127.0.0.1", 5672) as first, TcpProxy("127.0.0.1", 5672) as second:
+        url = f"{first.url_for(amqp_url)};{second.url_for(amqp_url)}"
+        transports = [
+            AmqpTransport(Settings.from_url(url, failover_shuffle=True)) for _ in range(16)
+        ]
+        try:
+            await asyncio.gather(*(transport.connect() for transport in transports))
+            # All 16 on one address: a chance of 2 in 65536.
+            assert first.connections > 0 and second.connections > 0
+            assert first.connections + second.connections == 16
+        finally:
+            await asyncio.gather(*(transport.close() for transport in transports))
+
+
+@pytest.mark.amqp
+async def test_queue_exists_creates_nothing(amqp_url: str, unique_name: str) -> None:
+    transport = AmqpTransport(Settings.from_url(amqp_url))
+    await transport.connect()
+    try:
+        assert not await transport.queue_exists(f"{unique_name}.typo")
+        assert not await transport.queue_exists(f"{unique_name}.typo")  # still not created
+        await transport.declare_task_queue(f"{unique_name}.real")
+        assert await transport.queue_exists(f"{unique_name}.real")
+        assert transport.is_connected
+    finally:
+        await transport.close()
+    # Remove the durable queue the test made.
+    cleaner = AmqpTransport(Settings.from_url(amqp_url))
+    await cleaner.connect()
+    try:
+        channel = await cleaner._link.open_channel()
+        await channel.queue_delete(f"{unique_name}.real")
+    finally:
+        await cleaner.close()

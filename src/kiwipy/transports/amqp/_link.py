@@ -309,7 +309,10 @@ class Link:
         if self.closed:
             return
         reason = None if future.cancelled() else future.exception()
-        described = scrub(repr(reason), *self._settings.addresses)
+        if isinstance(reason, asyncio.CancelledError):  # aiormq's way to say "stuck"
+            described = "nothing came from the broker for too long (missed heartbeats)"
+        else:
+            described = scrub(repr(reason), *self._settings.addresses)
         _LOGGER.warning("Lost the connection to %s: %s", self.address, described)
         lost = AmqpConnectionLost(f"Lost the connection to {self.address}: {described}")
         lost.__cause__ = reason

@@ -103,6 +103,11 @@ def dial_targets(settings: Settings) -> list[DialTarget]:
     its ``server_name_indication``; an address without one uses ``ssl_server_hostname``.
     """
     context = make_ssl_context(settings) if settings.scheme == "amqps" else None
+    # The first URL's own server_name_indication names the first host only; the option
+    # ssl_server_hostname (when it is not just that) serves every address.
+    common = settings.ssl_server_hostname
+    if common is not None and common == _query_value(settings.url, "server_name_indication"):
+        common = None
     targets = []
     for number, address in enumerate(settings.addresses):
         url = _strip_tls_query(url_with_heartbeat(address, settings.heartbeat))
@@ -111,10 +116,9 @@ def dial_targets(settings: Settings) -> list[DialTarget]:
             targets.append(DialTarget(url, {}, label))
             continue
         kwargs: dict[str, Any] = {"context": context}
-        server_hostname = settings.ssl_server_hostname
+        server_hostname = settings.ssl_server_hostname if number == 0 else common
         if number > 0:  # a failover address: its own server_name_indication, if it has one
-            query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(address).query))
-            own = query.get("server_name_indication")
+            own = _query_value(address, "server_name_indication")
             if own is not None:
                 server_hostname = None if own == "disable" else own
         if server_hostname is not None:
@@ -127,6 +131,10 @@ def dial_targets(settings: Settings) -> list[DialTarget]:
             mask_url(";".join(settings.addresses)),
         )
     return targets
+
+
+def _query_value(url: str, name: str) -> str | None:
+    return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query)).get(name)
 
 
 # OpenSSL reasons (``ssl.SSLError.reason``) and what they mean to a user.
