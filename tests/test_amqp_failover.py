@@ -190,7 +190,7 @@ def user_password(amqp_url: str) -> Iterator[tuple[str, str]]:
 
 async def until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
     async def wait() -> None:
-        while not condition():
+        while not condition():  # noqa: ASYNC110 -- polls a property, no event to wait on
             await asyncio.sleep(0.02)
 
     await asyncio.wait_for(wait(), timeout)
