@@ -12,6 +12,7 @@ import sys
 import textwrap
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -522,7 +523,7 @@ def test_watch_plain_lines_and_stops_on_sigint(names: list[str], running: list[R
 
 
 @pytest.mark.amqp
-def test_status(names: list[str], unique_name: str) -> None:
+def test_status(names: list[str], unique_name: str, amqp_url: str) -> None:
     queue_name = f"{unique_name}.status"
     completed = run("send", "--queue", queue_name, "--no-reply", "1", *names)
     assert completed.returncode == 0, completed.stderr
@@ -534,6 +535,15 @@ def test_status(names: list[str], unique_name: str) -> None:
     assert "consumer_timeout:" in out
     assert "guest:guest" not in completed.stdout
     assert unique_name in out  # the queues are listed (with counts, or why there are none)
+    # A failover list whose first node is down: connected through the second, counts too.
+    parts = urllib.parse.urlsplit(amqp_url)
+    listed = f"{parts.scheme}://{parts.netloc.rpartition('@')[0]}@127.0.0.1:1/;{amqp_url}"
+    completed = run("status", "--queue", queue_name, *names, "--url", listed)
+    assert completed.returncode == 0, completed.stderr
+    out_listed = " ".join(completed.stdout.split())
+    assert "guest:guest" not in completed.stdout
+    assert f"reachable at {parts.scheme}://guest:****@{parts.hostname}:{parts.port}" in out_listed
+    assert ("counts from" in out_listed) == ("counts from" in out), out_listed
     completed = run("tasks", "purge", "--queue", queue_name, "--yes", *names)
     assert completed.returncode == 0, completed.stderr
 

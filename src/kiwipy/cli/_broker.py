@@ -18,6 +18,8 @@ import urllib.request
 from collections.abc import Iterable
 from typing import Any
 
+from kiwipy.settings import Settings
+
 __all__ = ("QueueCounts", "queue_counts")
 
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", ""}
@@ -155,18 +157,23 @@ def _from_local(url: str, names: list[str]) -> list[QueueCounts]:
 
 
 def queue_counts(url: str, names: Iterable[str]) -> CountsReport:
-    """Counts of the queues ``names`` on the broker at ``url`` (an AMQP URL)."""
+    """Counts of the queues ``names`` on the broker at ``url`` (an AMQP URL or a failover
+    list of them)."""
     wanted = list(dict.fromkeys(names))
     if urllib.parse.urlsplit(url).scheme == "local":
         return CountsReport("the local broker", _from_local(url, wanted))
     if urllib.parse.urlsplit(url).scheme not in ("amqp", "amqps"):
         return CountsReport(None, [], "the in-memory transport has no counts to show")
-    counts = _from_management(url, wanted)
-    if counts is not None:
-        return CountsReport("management API", counts)
-    counts = _from_rabbitmqctl(url, wanted)
-    if counts is not None:
-        return CountsReport("rabbitmqctl", counts)
+    settings = Settings.from_url(url)  # a failover list: ask its nodes in turn, complete
+    addresses = [settings.url, *settings.failover_urls]
+    for address in addresses:
+        counts = _from_management(address, wanted)
+        if counts is not None:
+            return CountsReport("management API", counts)
+    for address in addresses:
+        counts = _from_rabbitmqctl(address, wanted)
+        if counts is not None:
+            return CountsReport("rabbitmqctl", counts)
     return CountsReport(
         None,
         [],

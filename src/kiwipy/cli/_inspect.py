@@ -78,7 +78,11 @@ def show_status(
         properties = communicator.server_properties
         product = properties.get("product", "unknown broker")
         version = properties.get("version", "unknown version")
-        console.print(f"Broker: reachable at {connection.masked_url}")
+        address = getattr(transport, "address", connection.masked_url)
+        if address != connection.masked_url:  # a failover list: say which node answered
+            console.print(f"Broker: reachable at {address} (of {connection.masked_url})")
+        else:
+            console.print(f"Broker: reachable at {address}")
         console.print(f"Server: {product} {version}")
         if properties.get("cluster_name"):
             console.print(f"Cluster: {properties['cluster_name']}")
