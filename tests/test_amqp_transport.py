@@ -18,6 +18,7 @@ import pytest
 from kiwipy.exceptions import (
     CommunicatorClosed,
     ConnectionLost,
+    DeliveryFailed,
     DuplicateSubscriberIdentifier,
     UnroutableError,
 )
@@ -397,6 +398,36 @@ async def test_a_queue_with_other_arguments_is_used_after_one_warning(
     assert len(warnings) == 1
     assert "PRECONDITION_FAILED" in warnings[0].getMessage()
     # The control channel is reopened: the transport keeps working.
+    await transport.declare_task_queue(f"{queue}.other")
+    await transport.publish_task(f"{queue}.other", task_message())
+
+
+async def test_a_nacked_task_is_sent_again_on_a_new_channel_then_raised(
+    transport: AmqpTransport, settings: Settings, raw_channel: Any
+) -> None:
+    """A nack means "not stored": the task is sent again, each time on a new publisher channel
+    (RabbitMQ 3.10 nacks everything on a channel that first published to a quorum queue during
+    its leader election), then ``DeliveryFailed``. The channel after that works."""
+    queue = settings.task_queue
+    await raw_channel.queue_declare(  # a full queue that refuses more: the broker nacks
+        queue, durable=True, arguments={"x-max-length": 1, "x-overflow": "reject-publish"}
+    )
+    await transport.declare_task_queue(queue)  # other arguments: used after one warning
+    await transport.publish_task(queue, task_message("fits"))
+    channels = []
+    publisher = transport._publisher
+    real_get = publisher.slot.get
+
+    async def recording_get() -> Any:
+        channel = await real_get()
+        channels.append(channel)
+        return channel
+
+    publisher.slot.get = recording_get  # type: ignore[method-assign]
+    with pytest.raises(DeliveryFailed, match=r"basic\.nack"):
+        await transport.publish_task(queue, task_message("refused"))
+    assert len(channels) == 6, channels  # the first send and five more
+    assert len({id(channel) for channel in channels}) == 6  # each on a new channel
     await transport.declare_task_queue(f"{queue}.other")
     await transport.publish_task(f"{queue}.other", task_message())
 

@@ -22,7 +22,7 @@ import aiormq
 
 from kiwipy.transports.amqp._errors import amqp_errors
 from kiwipy.transports.amqp._frames import to_properties
-from kiwipy.transports.amqp._link import Link, usable
+from kiwipy.transports.amqp._link import Link, observe_outcome, usable
 from kiwipy.transports.base import Message
 
 __all__ = ("ChannelSlot", "ControlChannels", "Publisher")
@@ -35,6 +35,14 @@ class ChannelSlot:
         self._open_channel = open_channel
         self._channel: Any = None
         self._lock = asyncio.Lock()
+
+    def release(self, channel: Any) -> bool:
+        """Hand ``channel`` out no more (the next :meth:`get` opens another); ``True`` if it
+        was the one held."""
+        if channel is None or self._channel is not channel:
+            return False
+        self._channel = None
+        return True
 
     async def get(self) -> Any:
         channel = self._channel
@@ -53,7 +61,7 @@ class ChannelSlot:
         """
         channel = self._channel
         for confirmation in list(getattr(channel, "confirmations", {}).values()):
-            confirmation.add_done_callback(_observe)
+            confirmation.add_done_callback(observe_outcome)
 
 
 class ControlChannels:
@@ -84,11 +92,6 @@ class ControlChannels:
     async def warm(self) -> None:
         """Open the channel the first sequence gets (which waits for this if it comes early)."""
         await self._first.get()
-
-
-def _observe(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
 
 
 class Publisher:
@@ -143,6 +146,14 @@ class Publisher:
                         )
                     )
                     return
+                except aiormq.DeliveryError as exc:
+                    # A nack (a PublishError is a return: unroutable). RabbitMQ 3.10 nacks every
+                    # later publish to a quorum queue on a channel whose first publish to it
+                    # came during a leader election: a task sent again goes on a new channel.
+                    nacked = not isinstance(exc, aiormq.PublishError)
+                    if nacked and self.slot.release(channel):
+                        self._link.abandon(channel, settle=True)
+                    raise
                 except aiormq.ChannelNotFoundEntity:
                     if last_try or not exchange:
                         raise

@@ -20,7 +20,7 @@ import importlib.metadata
 import logging
 import random
 import weakref
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from kiwipy._owned import OwnedTasks
@@ -51,6 +51,8 @@ _LOGGER = logging.getLogger("kiwipy.transports.amqp")
 T = TypeVar("T")
 
 _CLOSE_TIMEOUT = 1.0
+#: How long a channel given up on may wait for its pending publisher confirms before it closes.
+_SETTLE_TIMEOUT = 30.0
 
 
 def backoff_delays(first: float = 0.05, longest: float = 5.0) -> Iterator[float]:
@@ -76,18 +78,19 @@ async def within(operation: Awaitable[T], timeout: float) -> T:
         done, _ = await asyncio.wait({task}, timeout=timeout)
     except BaseException:
         task.cancel()
-        task.add_done_callback(_observe)
+        task.add_done_callback(observe_outcome)
         raise
     if task in done:
         return task.result()
     task.cancel()
-    task.add_done_callback(_observe)
+    task.add_done_callback(observe_outcome)
     # Let the AMQP client clean up after the cancellation (it closes the channel), briefly.
     await asyncio.wait({task}, timeout=_CLOSE_TIMEOUT)
     raise Expired()
 
 
-def _observe(future: asyncio.Future[Any]) -> None:
+def observe_outcome(future: asyncio.Future[Any]) -> None:
+    """Mark ``future``'s error as seen (no \"exception was never retrieved\" log)."""
     if not future.cancelled():
         future.exception()
 
@@ -456,12 +459,14 @@ class Link:
             f"{late} (the connection itself answers: a frozen or partitioned cluster member?)"
         )
 
-    def abandon(self, channel: Any) -> None:
-        """Use ``channel`` no more, and close it in the background."""
+    def abandon(self, channel: Any, *, settle: bool = False) -> None:
+        """Use ``channel`` no more, and close it in the background; with ``settle``, only once
+        its pending publisher confirms have come (closing it would fail them)."""
         if channel is None:
             return
         _ABANDONED.add(channel)
-        self._tasks.spawn(_close_quietly(channel), "")
+        pending = list(getattr(channel, "confirmations", {}).values()) if settle else []
+        self._tasks.spawn(_close_quietly(channel, pending), "")
 
     @property
     def congested(self) -> bool:
@@ -484,7 +489,9 @@ def _call_back(callback: CloseCallback, exc: BaseException | None) -> None:
         _LOGGER.exception("Close callback %r failed", callback)
 
 
-async def _close_quietly(closable: Any) -> None:
+async def _close_quietly(closable: Any, pending: Sequence[asyncio.Future[Any]] = ()) -> None:
+    if pending:
+        await asyncio.wait(pending, timeout=_SETTLE_TIMEOUT)
     with contextlib.suppress(Exception):
         await asyncio.wait_for(closable.close(), _CLOSE_TIMEOUT)
 
