@@ -432,6 +432,19 @@ async def test_a_nacked_task_is_sent_again_on_a_new_channel_then_raised(
     await transport.publish_task(f"{queue}.other", task_message())
 
 
+@pytest.mark.parametrize(("heartbeat", "grace"), [(5, 10.0), (60, 120.0), (1, 2.0)])
+async def test_a_silent_broker_is_taken_for_dead_after_two_heartbeats(
+    heartbeat: int, grace: float
+) -> None:
+    """Issue 15: a frozen node noticed within about 2 x heartbeat (aiormq alone: 3 x (hb + 1)).
+
+    The connection is not opened: aiormq fixes its grace when the object is made."""
+    from kiwipy.transports.amqp._wire import WideQueueConnection
+
+    connection = WideQueueConnection(f"amqp://guest:guest@127.0.0.1:1/?heartbeat={heartbeat}")
+    assert connection._Connection__heartbeat_grace_timeout == grace  # type: ignore[attr-defined]
+
+
 # -- rpc -----------------------------------------------------------------------------------------
 
 

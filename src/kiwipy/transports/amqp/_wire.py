@@ -181,12 +181,25 @@ def _handshake_rpc_takes_a_receiver() -> bool:
 _SNIFF_HANDSHAKE = _handshake_rpc_takes_a_receiver()
 
 
+#: Heartbeat intervals without a frame after which the broker is taken for dead.
+HEARTBEATS_OF_SILENCE = 2
+_GRACE_ATTRIBUTE = "_Connection__heartbeat_grace_timeout"
+
+
 class WideQueueConnection(aiormq.Connection):
     """aiormq's connection with room for :data:`WRITE_QUEUE_FRAMES` frames in its write queue,
-    and the broker's reason when it refuses the handshake."""
+    the broker's reason when it refuses the handshake, and a dead broker noticed after two
+    heartbeat intervals of silence (as the AMQP spec has it), not aiormq's three plus three
+    seconds: 10 s instead of 18 s with a 5 s heartbeat (a frozen cluster member)."""
 
     FRAME_BUFFER_SIZE = WRITE_QUEUE_FRAMES
     wire: CoalescingTransportFactory
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # aiormq's grace, (heartbeat + 1) * 3 s, lives in a private attribute: set where known.
+        if self.heartbeat_timeout > 0 and hasattr(self, _GRACE_ATTRIBUTE):
+            setattr(self, _GRACE_ATTRIBUTE, HEARTBEATS_OF_SILENCE * self.heartbeat_timeout)
 
     if _SNIFF_HANDSHAKE:
 
