@@ -8,7 +8,7 @@ and cookie ``HOME``, and every ``rabbitmqctl`` call names its node. Each node ca
 rejoins the cluster by itself). :meth:`RabbitCluster.leader` finds the node leading a quorum
 queue (``rabbitmqctl list_queues name leader``, which RabbitMQ 3.10 has without the management
 plugin). :meth:`RabbitCluster.cleanup` kills every node and checks that no Erlang VM of the
-cluster is left (``pgrep -f <node name>``).
+cluster is left (``pgrep -f <node directory>``).
 
 Starting takes about 15 s on two cores (nodes in parallel ~11 s, two joins ~4 s).
 """
@@ -35,12 +35,12 @@ class ClusterError(RuntimeError):
     """The cluster did not reach the state asked for."""
 
 
-def failover_url(ports: Sequence[int], *, user: str = "guest", password: str = "guest") -> str:
-    """``amqp://u:p@127.0.0.1:P1/;amqp://127.0.0.1:P2;...``: the first address carries the
-    credentials and virtual host, the others take them from it."""
+def failover_url(ports: Sequence[int]) -> str:
+    """``amqp://guest:guest@127.0.0.1:P1/;amqp://127.0.0.1:P2;...``: the first address carries
+    the (test nodes') credentials and virtual host, the others take them from it."""
     if not ports:
         raise ValueError("no ports")
-    first = f"amqp://{user}:{password}@{LOOPBACK}:{ports[0]}/"
+    first = f"amqp://guest:guest@{LOOPBACK}:{ports[0]}/"
     return ";".join([first, *(f"amqp://{LOOPBACK}:{port}" for port in ports[1:])])
 
 
@@ -217,14 +217,15 @@ class RabbitCluster:
             raise ClusterError(f"processes of the cluster left after cleanup: {left}")
 
     def leftover_processes(self) -> list[int]:
-        """PIDs of processes whose command line names a node of this cluster (``pgrep -f``)."""
+        """PIDs of processes whose command line names a node's directory (``pgrep -f``; the
+        Erlang VM gets ``-home <dir>/home``, the node name is not on its command line)."""
         pgrep = shutil.which("pgrep")
         if pgrep is None:
             return []
         found: list[int] = []
         for node in self.nodes:
             result = subprocess.run(  # noqa: S603 - fixed executable, our node's name
-                [pgrep, "-f", node.name.partition("@")[0]],
+                [pgrep, "-f", f"{node.layout.base}/"],
                 capture_output=True,
                 text=True,
                 timeout=10,
@@ -343,7 +344,7 @@ class RabbitCluster:
 
 
 _LEADER = (
-    "case rabbit_amqqueue:lookup(rabbit_misc:r(<<\"{vhost}\">>, queue, <<\"{queue}\">>)) of "
+    'case rabbit_amqqueue:lookup(rabbit_misc:r(<<"{vhost}">>, queue, <<"{queue}">>)) of '
     "{{ok, Q}} -> case ra_leaderboard:lookup_leader(element(1, amqqueue:get_pid(Q))) of "
     "{{_, Node}} -> Node; _ -> none end; _ -> missing end."
 )

@@ -244,9 +244,7 @@ class ClusterLoad:
             self.workers.append(worker)
             self.consumer_nodes.append(node)
 
-    def add_publisher(
-        self, node: int, ids: Sequence[int], *, batch: int, rate: float
-    ) -> Publisher:
+    def add_publisher(self, node: int, ids: Sequence[int], *, batch: int, rate: float) -> Publisher:
         publisher = Publisher(
             f"p{len(self.publishers)}@n{node}",
             client_url(self.cluster, node),
@@ -292,10 +290,8 @@ class ClusterLoad:
 
     def close(self) -> None:
         for publisher in self.publishers:
-            try:
+            with contextlib.suppress(Exception):  # closing after a fault may fail
                 publisher.close()
-            except Exception:  # noqa: S110 - closing after a fault may fail; workers next
-                pass
         for worker in self.workers:
             worker.close()
 
@@ -456,3 +452,39 @@ def run_leader_fault(cluster: RabbitCluster, plan: LeaderFault) -> ScenarioResul
                 cluster.ctl("delete_queue", queue)
     figures["total_s"] = round(time.monotonic() - began, 1)
     return ScenarioResult(plan.name, figures, notes)
+
+
+def leader_fault_misses(
+    figures: dict[str, float | int], *, survivors_within: float, detect_within: float | None
+) -> list[str]:
+    """The targets of a leader-fault run that ``figures`` miss (``[]``: all met).
+
+    Failover targets (the faulty node's clients resuming on another address) apply only when
+    the library has failover addresses (``failover`` 1).
+    """
+    misses: list[str] = []
+    if figures.get("lost"):
+        misses.append(f"lost {figures['lost']} confirmed tasks")
+    if figures.get("duplicated", 0) > figures.get("duplicates_bound", 0):
+        misses.append(
+            f"duplicated {figures['duplicated']} > prefetch x consumers of the node "
+            f"({figures['duplicates_bound']})"
+        )
+    if figures.get("silently_dropped") or figures.get("hung_futures"):
+        misses.append("a send neither confirmed nor raised, or a publisher hung")
+    survivors = figures.get("survivors_resume_s", -1)
+    if not 0 <= survivors <= survivors_within:
+        misses.append(f"survivors resumed after {survivors} s (target {survivors_within} s)")
+    if figures.get("failover"):
+        resume_within = RECONNECT_MAX_DELAY + 2.0
+        resumed = figures.get("dead_node_resume_s", -1)
+        if detect_within is None and not 0 <= resumed <= resume_within:
+            misses.append(
+                f"the dead node's clients resumed after {resumed} s (target {resume_within} s)"
+            )
+        detected = figures.get("dead_node_detect_s", -1)
+        if detect_within is not None and not 0 <= detected <= detect_within:
+            misses.append(
+                f"the frozen node's clients noticed after {detected} s (target {detect_within} s)"
+            )
+    return misses

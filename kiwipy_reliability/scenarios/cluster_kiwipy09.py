@@ -38,7 +38,7 @@ import kiwipy.sync
 from kiwipy_reliability.base import Scale, ScenarioResult, unique_name
 from kiwipy_reliability.faults.cluster import RabbitCluster
 
-__all__ = ["NAME", "kiwipy09_python", "run"]
+__all__ = ["NAME", "kiwipy09_python", "misses", "run"]
 
 NAME = "cluster_kiwipy09"
 
@@ -84,7 +84,8 @@ class _Peer:
             text=True,
             cwd=PEER_SCRIPT.parent,
         )
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
     def _read(self) -> None:
         assert self._process.stdout is not None
@@ -124,6 +125,9 @@ class _Peer:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait(5)
+        self._reader.join(5)  # at EOF: done with stdout
+        if self._process.stdout is not None:
+            self._process.stdout.close()
 
 
 class _Warnings(logging.Handler):
@@ -275,3 +279,21 @@ class _Step:
                 self.notes.append(f"{label}: kiwipy 0.9 worker: {peer.failure()[:200]}")
         finally:
             peer.stop()
+
+
+def misses(figures: dict[str, float | int]) -> list[str]:
+    """The targets ``figures`` miss (none when kiwipy 0.9 could not be installed)."""
+    if not figures.get("kiwipy09_available"):
+        return []
+    found: list[str] = []
+    if figures.get("crashes"):
+        found.append(f"ours raised {figures['crashes']} times")
+    if figures.get("answered") != figures.get("sent"):
+        found.append(f"answered {figures.get('answered')} of {figures.get('sent')} tasks")
+    if not figures.get("queue_is_quorum"):
+        found.append("kiwipy 0.9's declaration on the quorum-default vhost made no quorum queue")
+    if figures.get("warnings_plain_ours_serve_quorum") != 1:
+        found.append("no single warning for our quorum declaration of a classic queue")
+    if figures.get("warnings_dqt_ours_serve_default"):
+        found.append("a warning with the default declaration on the quorum-default vhost")
+    return found

@@ -11,9 +11,14 @@ from __future__ import annotations
 
 from kiwipy_reliability.base import Scale, ScenarioResult
 from kiwipy_reliability.faults.cluster import RabbitCluster
-from kiwipy_reliability.scenarios.cluster_common import LeaderFault, run_leader_fault
+from kiwipy_reliability.scenarios.cluster_common import (
+    HEARTBEAT,
+    LeaderFault,
+    leader_fault_misses,
+    run_leader_fault,
+)
 
-__all__ = ["NAME", "run"]
+__all__ = ["NAME", "misses", "run"]
 
 NAME = "cluster_leader_freeze"
 
@@ -32,3 +37,9 @@ def run(cluster: RabbitCluster, scale: Scale) -> ScenarioResult:
         frozen_for=frozen_for,
     )
     return run_leader_fault(cluster, plan)
+
+
+def misses(figures: dict[str, float | int]) -> list[str]:
+    """The targets ``figures`` miss: lost 0, nothing hung, survivors back within 10 s, the
+    frozen node's clients noticing within 2 x heartbeat + 1 s (with failover addresses)."""
+    return leader_fault_misses(figures, survivors_within=10.0, detect_within=2.0 * HEARTBEAT + 1)

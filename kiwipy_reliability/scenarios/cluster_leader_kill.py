@@ -13,9 +13,13 @@ from __future__ import annotations
 
 from kiwipy_reliability.base import Scale, ScenarioResult
 from kiwipy_reliability.faults.cluster import RabbitCluster
-from kiwipy_reliability.scenarios.cluster_common import LeaderFault, run_leader_fault
+from kiwipy_reliability.scenarios.cluster_common import (
+    LeaderFault,
+    leader_fault_misses,
+    run_leader_fault,
+)
 
-__all__ = ["NAME", "run"]
+__all__ = ["NAME", "misses", "run"]
 
 NAME = "cluster_leader_kill"
 
@@ -31,3 +35,9 @@ def run(cluster: RabbitCluster, scale: Scale) -> ScenarioResult:
         kind="kill",
     )
     return run_leader_fault(cluster, plan)
+
+
+def misses(figures: dict[str, float | int]) -> list[str]:
+    """The targets ``figures`` miss: lost 0, duplicates bounded, survivors back within 2 s, the
+    dead node's clients back within the reconnect delay + 2 s (with failover addresses)."""
+    return leader_fault_misses(figures, survivors_within=2.0, detect_within=None)

@@ -22,7 +22,7 @@ from kiwipy_reliability.scenarios.cluster_common import (
     failover_supported,
 )
 
-__all__ = ["NAME", "run"]
+__all__ = ["NAME", "misses", "run"]
 
 NAME = "cluster_rolling_restart"
 
@@ -80,10 +80,23 @@ def run(cluster: RabbitCluster, scale: Scale) -> ScenarioResult:
             workers_alive=sum(w.is_running() for w in load.workers),
         )
         if figures["lost"]:
-            notes.append(f"confirmed but never completed (first 20): {sorted(ledger.outstanding())[:20]}")
+            missing = sorted(ledger.outstanding())[:20]
+            notes.append(f"confirmed but never completed (first 20): {missing}")
     finally:
         load.close()
         with contextlib.suppress(Exception):
             cluster.ctl("delete_queue", queue)
     figures["total_s"] = round(time.monotonic() - began, 1)
     return ScenarioResult(NAME, figures, notes)
+
+
+def misses(figures: dict[str, float | int]) -> list[str]:
+    """The targets ``figures`` miss: lost 0, every node restarted, every send reported."""
+    found: list[str] = []
+    if figures.get("lost"):
+        found.append(f"lost {figures['lost']} confirmed tasks")
+    if figures.get("restarts", 0) < 3:
+        found.append(f"only {figures.get('restarts', 0)} nodes restarted")
+    if figures.get("silently_dropped") or figures.get("hung_futures"):
+        found.append("a send neither confirmed nor raised, or a publisher hung")
+    return found
