@@ -15,6 +15,7 @@ pytestmark = pytest.mark.timeout(30)
 
 ERRORS = {
     "BrokerError",
+    "BrokerRefused",
     "CommunicatorClosed",
     "ConnectionLost",
     "DeadlineExceeded",

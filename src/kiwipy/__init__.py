@@ -22,6 +22,7 @@ from kiwipy.communicate import connect
 from kiwipy.communications import Communicator, CommunicatorHelper
 from kiwipy.exceptions import (
     BrokerError,
+    BrokerRefused,
     CommunicatorClosed,
     ConnectionLost,
     DeadlineExceeded,
@@ -86,6 +87,7 @@ __all__ = (  # noqa: RUF022
     "DeadlineExceeded",
     "ReplyLost",
     "BrokerError",
+    "BrokerRefused",
     "MessageError",
     "DecodeError",
     "EncodeError",

@@ -16,6 +16,8 @@
     │   ├── ReplyLost                a reply can no longer arrive (its reply queue died)
     │   └── TLSError                 the TLS handshake failed (unknown CA, host name, expired...)
     ├── BrokerError                  the broker refused an operation (access, precondition...)
+    │   └── BrokerRefused            the broker refused the connection (no vhost, access
+    │                                refused, not allowed); also a ConnectionLost
     └── MessageError                 also ``ValueError``: a message we cannot handle
         ├── EncodeError              a value cannot be encoded with the chosen codec
         ├── DecodeError              a body does not decode
@@ -36,6 +38,7 @@ import sys
 
 __all__ = (
     "BrokerError",
+    "BrokerRefused",
     "CommunicatorClosed",
     "ConnectionLost",
     "DeadlineExceeded",
@@ -153,6 +156,24 @@ class TLSError(ConnectionLost):
 
 class BrokerError(KiwipyError):
     """The broker refused an operation (access refused, precondition failed, not found...)."""
+
+
+class BrokerRefused(BrokerError, ConnectionLost):
+    """The broker refused the connection: unknown virtual host, access refused (credentials,
+    or no permission on the virtual host), not allowed.
+
+    ``reply_code`` and ``reply_text`` are the broker's reason (``530``, ``"NOT_ALLOWED - vhost
+    x not found"``). Trying again does not help until the broker's configuration changes, so
+    kiwipy does not reconnect after it: the communicator is closed. Also a
+    :class:`ConnectionLost` (no connection could be made), as kiwipy 0.9's callers expect.
+    """
+
+    def __init__(
+        self, message: str, *, reply_code: int | None = None, reply_text: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.reply_code = reply_code
+        self.reply_text = reply_text
 
 
 class MessageError(KiwipyError, ValueError):

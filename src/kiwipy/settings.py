@@ -91,12 +91,25 @@ def _mask_loosely(url: str) -> str:
     return f"{match.group(1)}****@{url[match.end() :]}"
 
 
+# A ``;`` that starts the next address of a URL list: one followed by ``scheme://``. A ``;``
+# anywhere else (in a password, say) is no separator.
+# Spaces around it are allowed.
+_LIST_SEPARATOR = re.compile(r"[ \t]*;[ \t]*(?=[A-Za-z][A-Za-z0-9+.-]*://)")
+
+
 def mask_url(url: str) -> str:
     """Return ``url`` with its password replaced by ``****`` (safe for logs and reprs).
 
-    It never raises: a URL too malformed to split has everything between its scheme's ``:``
-    and ``@`` masked.
+    A URL list (``amqp://u:p@h1/v;amqp://h2``) has every address masked. It never raises: a URL
+    too malformed to split has everything between its scheme's ``:`` and ``@`` masked.
     """
+    addresses = _LIST_SEPARATOR.split(url)
+    if len(addresses) > 1:
+        return ";".join(_mask_one(address) for address in addresses)
+    return _mask_one(url)
+
+
+def _mask_one(url: str) -> str:
     try:
         parts = urllib.parse.urlsplit(url)
         if not url.partition(":")[2].startswith("//"):
@@ -139,11 +152,118 @@ def _check_url(url: str) -> None:
             f"Malformed communicator URL {masked!r}: '//' missing after '{scheme}:' "
             f"(write {scheme}://...)"
         )
+    netloc = rest[2:].partition("/")[0].partition("?")[0]
+    if ";" in netloc.rpartition("@")[2] or url.endswith(";"):
+        # amqp://h1;h2 (a list whose second address has no scheme), or a trailing ';'.
+        raise ValueError(
+            f"Malformed communicator URL {masked!r}: ';' separates the complete addresses of "
+            "a failover list, each with its scheme "
+            "(amqp://user:password@host1/vhost;amqp://host2;amqp://host3)"
+        )
     try:
         parts = urllib.parse.urlsplit(url)
         parts.port  # noqa: B018 -- urllib checks the port when it is read
     except ValueError as exc:
         raise ValueError(f"Malformed communicator URL {masked!r}: {exc}") from None
+
+
+def split_url_list(url: str) -> list[str]:
+    """The addresses of ``url``: one, or those of a failover list ``amqp://u:p@h1/v;amqp://h2``.
+
+    Every address is checked (:func:`_check_url`); the failover addresses come back as given,
+    not yet completed from the first (:func:`complete_failover_url` does that). A malformed
+    entry is a ``ValueError`` that names it, its password masked.
+    """
+    addresses = _LIST_SEPARATOR.split(url)
+    if len(addresses) == 1:
+        _check_url(url)
+        return addresses
+    for number, address in enumerate(addresses, start=1):
+        try:
+            _check_url(address)
+        except ValueError as exc:
+            raise ValueError(
+                f"In the URL list {mask_url(url)!r}, address {number} of {len(addresses)}: {exc}"
+            ) from None
+    return addresses
+
+
+#: Query parameters that a failover address may set to a value of its own: the others are
+#: options of the whole communicator, read from the first URL.
+_PER_ADDRESS_QUERY = frozenset({"server_name_indication"})
+
+
+def complete_failover_url(address: str, first: str) -> str:
+    """``address`` with what it leaves out taken from ``first``, as kombu does.
+
+    The user name, password, port, virtual host (the path, when ``address`` has none at all:
+    ``amqp://h2``; ``amqp://h2/`` names the default virtual host) and the query options come
+    from ``first``. The password is taken only with the user name (or when both name the same
+    user). A query option other than ``server_name_indication`` must not differ from the first
+    URL's: options apply to every address.
+    """
+    _check_url(address)
+    masked = mask_url(address)
+    first_parts = urllib.parse.urlsplit(first)
+    parts = urllib.parse.urlsplit(address)
+    if first_parts.scheme not in ("amqp", "amqps"):
+        raise ValueError(
+            f"Failover URL {masked!r}: only amqp:// and amqps:// URLs take failover "
+            f"addresses, not {first_parts.scheme}://"
+        )
+    if parts.scheme.lower() != first_parts.scheme.lower():
+        raise ValueError(
+            f"Failover URL {masked!r}: its scheme {parts.scheme}:// differs from the first "
+            f"URL's {first_parts.scheme}:// (every address of a list is TLS, or none is)"
+        )
+    if not parts.hostname:
+        raise ValueError(f"Failover URL {masked!r}: no host")
+    netloc = _completed_netloc(parts, first_parts)
+    path = parts.path or first_parts.path
+    query = _completed_query(parts.query, first_parts.query, masked)
+    return urllib.parse.urlunsplit((parts.scheme, netloc, path, query, ""))
+
+
+def _completed_netloc(parts: urllib.parse.SplitResult, first: urllib.parse.SplitResult) -> str:
+    # Raw (still percent-encoded) user and password: rebuilt as they were written.
+    has_userinfo = "@" in parts.netloc
+    user = parts.username if has_userinfo else first.username
+    password = parts.password
+    if password is None and (not has_userinfo or parts.username == first.username):
+        password = first.password
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port if parts.port is not None else first.port
+    userinfo = ""
+    if user is not None:
+        userinfo = f"{user}:{password}@" if password is not None else f"{user}@"
+    return f"{userinfo}{host}:{port}" if port is not None else f"{userinfo}{host}"
+
+
+def _completed_query(query: str, first_query: str, masked: str) -> str:
+    first_options = urllib.parse.parse_qsl(first_query, keep_blank_values=True)
+    own = dict(urllib.parse.parse_qsl(query, keep_blank_values=True))
+    inherited = dict(first_options)
+    for name, value in own.items():
+        if name in _PER_ADDRESS_QUERY:
+            continue
+        if inherited.get(name) != value:
+            raise ValueError(
+                f"Failover URL {masked!r}: option {name}={value!r} differs from the first "
+                "URL's; options apply to every address and are read from the first URL (only "
+                "server_name_indication may differ per address)"
+            )
+    # The first URL's own server_name_indication names the first host, not this one.
+    options = [(n, v) for n, v in first_options if n not in _PER_ADDRESS_QUERY]
+    options += [(n, v) for n, v in own.items() if n in _PER_ADDRESS_QUERY]
+    return urllib.parse.urlencode(options)
+
+
+def _failover_tuple(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):  # one URL, or a ';' list of them
+        return tuple(split_url_list(value))
+    return tuple(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,10 +327,34 @@ class Settings:
     #: Host name to check the broker's certificate against (and to send as SNI) when it is not
     #: the URL's host, e.g. when connecting to an IP address.
     ssl_server_hostname: str | None = None
+    #: More addresses of the same broker (cluster nodes), tried in turn when connecting and
+    #: reconnecting; what an address leaves out (user, password, port, virtual host, query
+    #: options) is taken from ``url``. Also given as a URL list:
+    #: ``amqp://u:p@h1/v;amqp://h2;amqp://h3``. Stored complete (passwords masked in ``repr``).
+    failover_urls: tuple[str, ...] = dataclasses.field(default=(), repr=False)
+    #: Try the addresses in a random order (per communicator), so that clients spread over the
+    #: nodes instead of all connecting to the first.
+    failover_shuffle: bool = False
+    #: Deadline, in seconds, of each declare, bind, consume and channel open: a frozen cluster
+    #: member can block a declare for a minute. On expiry kiwipy raises ``DeadlineExceeded``
+    #: (or ``ConnectionLost`` when the connection itself no longer answers, and reconnects).
+    declare_timeout: float = 10.0
 
     def __post_init__(self) -> None:
-        _check_url(self.url)
+        addresses = split_url_list(self.url)
+        first = addresses[0]
+        failover = (*addresses[1:], *_failover_tuple(self.failover_urls))
+        object.__setattr__(self, "url", first)
+        completed = []
+        for number, address in enumerate(failover, start=2):
+            try:
+                completed.append(complete_failover_url(address, first))
+            except ValueError as exc:
+                raise ValueError(f"Address {number} of {len(failover) + 1}: {exc}") from None
+        object.__setattr__(self, "failover_urls", tuple(completed))
         scheme = urllib.parse.urlsplit(self.url).scheme
+        if self.declare_timeout <= 0:
+            raise ValueError("declare_timeout must be positive (seconds)")
         if self.task_prefetch_count < 0:
             raise ValueError("task_prefetch_count must be >= 0 (0 means unlimited)")
         if self.max_message_bytes <= 0:
@@ -244,12 +388,12 @@ class Settings:
         Keyword options win over query parameters. Unknown options raise ``TypeError``.
         """
         url = url or DEFAULT_URL
-        _check_url(url)
+        first = split_url_list(url)[0]
         known = {field.name for field in dataclasses.fields(cls)}
         unknown = set(options) - known
         if unknown:
             raise TypeError(f"Unknown communicator option(s): {', '.join(sorted(unknown))}")
-        query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
+        query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(first).query))
         from_query = {
             name: parse(query[name]) for name, parse in _QUERY_OPTIONS.items() if name in query
         }
@@ -264,6 +408,11 @@ class Settings:
     def masked_url(self) -> str:
         return mask_url(self.url)
 
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """Every address, complete: ``url`` then the ``failover_urls``."""
+        return (self.url, *self.failover_urls)
+
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
@@ -273,7 +422,8 @@ class Settings:
             for field in dataclasses.fields(self)
             if field.repr
         )
-        return f"Settings(url={self.masked_url!r}, {fields})"
+        failover = tuple(mask_url(url) for url in self.failover_urls)
+        return f"Settings(url={self.masked_url!r}, {fields}, failover_urls={failover!r})"
 
     __str__ = __repr__
 

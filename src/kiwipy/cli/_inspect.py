@@ -117,22 +117,12 @@ def require_queue(communicator: Communicator, name: str) -> None:
     if communicator.settings.scheme not in ("amqp", "amqps"):
         return
     transport: Any = communicator.asyncio_communicator.transport
-    topology = getattr(transport, "_topology", None)
-    if topology is None or not hasattr(topology, "control_channel"):
-        return  # an AMQP transport without the control channels: cannot check passively
+    queue_exists = getattr(transport, "queue_exists", None)
+    if queue_exists is None:
+        return  # a transport that cannot check passively
 
     async def exists() -> bool:
-        async with topology.control_channel(f"check queue {name!r}") as slot:
-            channel = await slot.get()
-            try:
-                await channel.queue_declare(name, passive=True)
-            except Exception as exc:
-                # aiormq's ChannelNotFoundEntity (404 NOT_FOUND); only the transport imports
-                # the AMQP client, so it is recognised by name.
-                if type(exc).__name__ == "ChannelNotFoundEntity":
-                    return False
-                raise
-        return True
+        return bool(await queue_exists(name))
 
     future = asyncio.run_coroutine_threadsafe(exists(), communicator.loop())
     if not future.result(timeout=_CHECK_TIMEOUT):

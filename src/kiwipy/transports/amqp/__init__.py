@@ -30,7 +30,7 @@ from kiwipy.transports.amqp._consumers import (
     TaskConsumer,
 )
 from kiwipy.transports.amqp._endpoints import BROADCAST_TOPIC, RPC_TOPIC, Endpoints
-from kiwipy.transports.amqp._errors import AmqpConnectionLost, amqp_errors
+from kiwipy.transports.amqp._errors import AmqpConnectionLost, amqp_errors, cancelled_by_caller
 from kiwipy.transports.amqp._features import BrokerFeatures
 from kiwipy.transports.amqp._frames import PERSISTENT, TRANSIENT, plain
 from kiwipy.transports.amqp._link import Link
@@ -55,13 +55,6 @@ _NACK_ATTEMPTS = 3
 
 class _GetAgain(Exception):
     """The get failed in a way that a second try on a new channel may not."""
-
-
-def _cancelled_by_caller() -> bool:
-    """Whether the running task is being cancelled (not a CancelledError from aiormq)."""
-    task = asyncio.current_task()
-    cancelling = getattr(task, "cancelling", None)  # Python 3.11+
-    return task is None or cancelling is None or bool(cancelling())
 
 
 class AmqpTransport(Transport):
@@ -89,11 +82,17 @@ class AmqpTransport(Transport):
             # The broker frees a dead connection's exclusive queues once it notices the death,
             # at the latest two heartbeats later.
             restore_window_s=3.0 * settings.heartbeat + settings.connection_timeout,
+            bounded=self._link.bounded,
         )
         self._endpoints = Endpoints(settings, self._context, self._topology, self._listener)
 
     def __repr__(self) -> str:
-        return f"AmqpTransport({self._settings.masked_url!r})"
+        return f"AmqpTransport({self._link.address!r})"
+
+    @property
+    def address(self) -> str:
+        """The address (of ``Settings.addresses``) of the live or last connection, masked."""
+        return self._link.address
 
     # -- link ----------------------------------------------------------------------------------
 
@@ -197,7 +196,8 @@ class AmqpTransport(Transport):
             self._topology.forget_task_queue(queue)  # it may have been deleted: declare it
             await self._topology.declare_task_queue(queue)
 
-        arguments = self._features.consumer_arguments()
+        # Asked on each (re)start: the broker of the next connection may run another version.
+        arguments = self._features.consumer_arguments
         consumer = TaskConsumer(self._context, queue, prefetch_count, handler, declare, arguments)
         await consumer.start()
         return consumer
@@ -220,18 +220,42 @@ class AmqpTransport(Transport):
             await asyncio.sleep(_GET_RETRY_PAUSE)
         raise AssertionError("unreachable")
 
+    async def queue_exists(self, name: str) -> bool:
+        """Whether the broker has a queue ``name``.
+
+        A passive declare on a channel of its own (the broker closes the channel of a passive
+        declare that finds nothing): it creates nothing, so inspection does not change the
+        broker. Bounded by ``declare_timeout``.
+        """
+        self._link.check_open()
+        what = f"check queue {name!r}"
+        channel = await self._link.open_channel(publisher_confirms=False)
+        try:
+            with amqp_errors(what, gone=lambda: bool(channel.is_closed)):
+                try:
+                    operation = channel.queue_declare(name, passive=True)
+                    await self._link.bounded(what, channel, operation)
+                except aiormq.ChannelNotFoundEntity:
+                    return False
+            return True
+        finally:
+            if not channel.is_closed:
+                self._link.abandon(channel)  # closed in the background
+
     async def _get(self, queue: str) -> Delivery | None:
         await self._topology.declare_task_queue(queue)
         channel = await self._getter.get()
         try:
-            raw = await channel.basic_get(queue, no_ack=False)
+            raw = await self._link.bounded(
+                f"get a task from queue {queue!r}", channel, channel.basic_get(queue, no_ack=False)
+            )
         except aiormq.ChannelNotFoundEntity:
             self._topology.forget_task_queue(queue)  # expired (testing mode): declare it again
             raise _GetAgain() from None
         except asyncio.CancelledError:
             # aiormq cancels what waits on a channel or connection the broker closes: that is
             # no cancellation of ours (unless it is), so try again on a new one.
-            if _cancelled_by_caller():
+            if cancelled_by_caller():
                 raise
             raise _GetAgain() from None
         if raw.delivery_tag is None:

@@ -22,7 +22,7 @@ import aiormq
 
 from kiwipy.transports.amqp._errors import amqp_errors
 from kiwipy.transports.amqp._frames import to_properties
-from kiwipy.transports.amqp._link import Link
+from kiwipy.transports.amqp._link import Link, usable
 from kiwipy.transports.base import Message
 
 __all__ = ("ChannelSlot", "ControlChannels", "Publisher")
@@ -38,10 +38,10 @@ class ChannelSlot:
 
     async def get(self) -> Any:
         channel = self._channel
-        if channel is not None and not channel.is_closed:
+        if usable(channel):
             return channel
         async with self._lock:
-            if self._channel is None or self._channel.is_closed:
+            if not usable(self._channel):
                 self._channel = await self._open_channel()
             return self._channel
 
@@ -123,7 +123,9 @@ class Publisher:
     ) -> None:
         self._link.check_open()
         properties = to_properties(message, delivery_mode=delivery_mode)
-        with amqp_errors(what):
+        # aiormq fails a publish whose confirm is pending with a CancelledError when it drops
+        # the connection for missed heartbeats: that is a ConnectionLost, not a cancellation.
+        with amqp_errors(what, gone=lambda: not self._link.is_connected):
             for last_try in (False, True):
                 if exchange:
                     await self._ensure_exchange(exchange)

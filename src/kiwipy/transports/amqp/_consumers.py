@@ -9,7 +9,8 @@ Consumers heal themselves. When their channel closes under them (the connection 
 broker closed the channel, as it does when ``consumer_timeout`` expires) or the broker cancels
 them (their queue was deleted), they declare their queue again and consume on a new channel,
 waiting for the transport to reconnect if needed. An error the broker gives for good (access
-refused, not found) is reported once and ends the consumer; nothing retries it forever.
+refused, not found) is reported once and ends the consumer; nothing retries it forever. A
+restore that misses its deadline (a frozen cluster member) is tried again after a pause.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from typing import Any
 
 from kiwipy.exceptions import (
     BrokerError,
+    BrokerRefused,
     ConnectionLost,
+    DeadlineExceeded,
     DuplicateSubscriberIdentifier,
     KiwipyError,
 )
@@ -38,6 +41,9 @@ _LOGGER = logging.getLogger("kiwipy.transports.amqp")
 Spawn = Callable[[Coroutine[Any, Any, None], str], "asyncio.Future[Any] | None"]
 #: Awaits a frame-writing call, or gives up with ``ConnectionLost`` once the connection is gone.
 Guard = Callable[[Awaitable[Any]], Awaitable[Any]]
+#: ``bounded(what, channel, operation)``: awaits a method with an answer (consume, qos, cancel)
+#: within the declare deadline (see ``Link.bounded``).
+Bounded = Callable[[str, Any, Awaitable[Any]], Awaitable[Any]]
 
 
 class ConsumerContext:
@@ -50,9 +56,11 @@ class ConsumerContext:
         open_channel: Callable[[], Awaitable[Any]],
         closing: Callable[[], bool],
         restore_window_s: float,
+        bounded: Bounded,
     ) -> None:
         self.spawn = spawn
         self.guard = guard
+        self.bounded = bounded
         self.open_channel = open_channel
         self.closing = closing
         #: How long a restore keeps trying while the broker still holds the old exclusive queue.
@@ -200,13 +208,19 @@ class _HealingConsumer(Subscription):
         started = asyncio.get_running_loop().time()
         delays = backoff_delays()
         try:
-            while not self.cancelled:
+            while not self.cancelled and not self._context.closing():
                 try:
                     await self.start()
                     _LOGGER.info("%s restored", self._what)
                     return
+                except BrokerRefused as exc:  # the link gave up: nothing to restore on
+                    _LOGGER.error("Cannot restore %s, giving up: %s", self._what, exc)
+                    return
                 except ConnectionLost:
                     pass  # the link is down again: the next try waits for it
+                except DeadlineExceeded as exc:
+                    # A frozen cluster member may hold the declare for a while: try again.
+                    _LOGGER.warning("Restoring %s: %s; trying again", self._what, exc)
                 except DuplicateSubscriberIdentifier:
                     # The broker may still hold our exclusive queue for the dead connection.
                     elapsed = asyncio.get_running_loop().time() - started
@@ -235,11 +249,13 @@ class TaskConsumer(_HealingConsumer):
         prefetch_count: int,
         handler: DeliveryHandler,
         declare_queue: Callable[[], Awaitable[None]],
-        arguments: dict[str, Any] | None = None,
+        arguments: Callable[[], dict[str, Any] | None] = lambda: None,
     ) -> None:
         super().__init__(context, f"task consumer of {queue!r}")
         self._queue = queue
         self._prefetch_count = prefetch_count
+        #: The consumer's arguments, asked again for each (re)start: they depend on the broker
+        #: version of the current connection (a rolling upgrade mixes versions).
         self._arguments = arguments
         self._handler = handler
         self._declare_queue = declare_queue
@@ -250,14 +266,20 @@ class TaskConsumer(_HealingConsumer):
         channel = await self._context.open_channel()
         self.channel = channel
         live = self._live = LiveDeliveries(channel)
+        what = f"consume task queue {self._queue!r}"
+        bounded = self._context.bounded
         try:
-            with amqp_errors(f"consume task queue {self._queue!r}"):
-                await channel.basic_qos(prefetch_count=self._prefetch_count)
-                consume_ok = await channel.basic_consume(
-                    self._queue,
-                    lambda raw: self._on_message(live, raw),
-                    no_ack=False,
-                    arguments=self._arguments,
+            with amqp_errors(what, gone=lambda: bool(channel.is_closed)):
+                await bounded(what, channel, channel.basic_qos(prefetch_count=self._prefetch_count))
+                consume_ok = await bounded(
+                    what,
+                    channel,
+                    channel.basic_consume(
+                        self._queue,
+                        lambda raw: self._on_message(live, raw),
+                        no_ack=False,
+                        arguments=self._arguments(),
+                    ),
                 )
         except BaseException:
             await _close(channel)
@@ -286,8 +308,9 @@ class TaskConsumer(_HealingConsumer):
         if channel is None or channel.is_closed:
             return
         if self.tag is not None:
-            with amqp_errors("cancel a task consumer"):
-                await channel.basic_cancel(self.tag)
+            what = "cancel a task consumer"
+            with amqp_errors(what, gone=lambda: bool(channel.is_closed)):
+                await self._context.bounded(what, channel, channel.basic_cancel(self.tag))
         if self._live is None or not self._live:
             await _close(channel)
 
@@ -336,8 +359,11 @@ class MessageConsumer(_HealingConsumer):
         await self._declare()
         channel = await self._listener()
         self.channel = channel
-        with amqp_errors(f"consume queue {self.queue!r}"):
-            consume_ok = await channel.basic_consume(self.queue, self._on_message, no_ack=True)
+        what = f"consume queue {self.queue!r}"
+        with amqp_errors(what, gone=lambda: bool(channel.is_closed)):
+            consume_ok = await self._context.bounded(
+                what, channel, channel.basic_consume(self.queue, self._on_message, no_ack=True)
+            )
         self.tag = consume_ok.consumer_tag
 
     async def _on_message(self, raw: Any) -> None:
@@ -357,9 +383,11 @@ class MessageConsumer(_HealingConsumer):
 
     async def stop_consuming(self) -> None:
         """``basic.cancel`` this consumer (if its channel still lives)."""
-        if self.tag is not None and self.channel is not None and not self.channel.is_closed:
-            with amqp_errors(f"cancel {self._what}"):
-                await self.channel.basic_cancel(self.tag)
+        channel = self.channel
+        if self.tag is not None and channel is not None and not channel.is_closed:
+            what = f"cancel {self._what}"
+            with amqp_errors(what, gone=lambda: bool(channel.is_closed)):
+                await self._context.bounded(what, channel, channel.basic_cancel(self.tag))
 
     async def cancel(self) -> None:
         if self.cancelled:

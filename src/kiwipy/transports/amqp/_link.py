@@ -4,27 +4,47 @@ When the connection dies (heartbeat missed, socket error, broker shut down) the 
 open and the link redials with jittered back-off; what waits for the link meanwhile (a publish,
 a declare) goes on once it is back, bounded by its caller's deadline. Bad credentials or a
 refused virtual host end the link instead of being retried forever.
+
+With failover addresses (``Settings.failover_urls``) connecting tries each address once, and
+each reconnection attempt goes to the next address in turn. Every channel open, declare, bind
+and consume has a deadline (``Settings.declare_timeout``): a connection that no longer answers
+a channel open is dropped (and redialled, on the next address), whatever the heartbeats say.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import importlib.metadata
 import logging
 import random
+import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 from kiwipy._owned import OwnedTasks
-from kiwipy.exceptions import BrokerError, CommunicatorClosed, InvalidStateError
+from kiwipy.exceptions import (
+    BrokerRefused,
+    CommunicatorClosed,
+    ConnectionLost,
+    DeadlineExceeded,
+    InvalidStateError,
+    TLSError,
+)
 from kiwipy.settings import Settings
-from kiwipy.transports.amqp._errors import AmqpConnectionLost, amqp_errors, is_fatal, scrub
-from kiwipy.transports.amqp._tls import DialTarget, dial_target, tls_error
+from kiwipy.transports.amqp._errors import (
+    AmqpBrokerRefused,
+    AmqpConnectionLost,
+    amqp_errors,
+    refusal,
+    scrub,
+)
+from kiwipy.transports.amqp._tls import AmqpTLSError, DialTarget, dial_targets, tls_error
 from kiwipy.transports.amqp._wire import WideQueueConnection, dial
 from kiwipy.transports.base import CloseCallback, LinkCallback
 
-__all__ = ("Lifeline", "Link", "backoff_delays")
+__all__ = ("Expired", "Lifeline", "Link", "backoff_delays", "usable", "within")
 
 _LOGGER = logging.getLogger("kiwipy.transports.amqp")
 
@@ -39,6 +59,47 @@ def backoff_delays(first: float = 0.05, longest: float = 5.0) -> Iterator[float]
     while True:
         yield delay * random.uniform(0.5, 1.0)
         delay = min(delay * 2, longest)
+
+
+class Expired(Exception):
+    """An operation did not finish before its deadline (it was cancelled)."""
+
+
+async def within(operation: Awaitable[T], timeout: float) -> T:
+    """Await ``operation``, or cancel it and raise :class:`Expired` after ``timeout`` seconds.
+
+    Unlike ``asyncio.wait_for``, a ``TimeoutError`` raised by the operation itself is not
+    mistaken for the deadline.
+    """
+    task = asyncio.ensure_future(operation)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except BaseException:
+        task.cancel()
+        task.add_done_callback(_observe)
+        raise
+    if task in done:
+        return task.result()
+    task.cancel()
+    task.add_done_callback(_observe)
+    # Let the AMQP client clean up after the cancellation (it closes the channel), briefly.
+    await asyncio.wait({task}, timeout=_CLOSE_TIMEOUT)
+    raise Expired()
+
+
+def _observe(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+#: Channels given up on after a deadline: aiormq may still count them open until the broker
+#: answers their close, but nothing may use them again (a late answer would be misread).
+_ABANDONED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def usable(channel: Any) -> bool:
+    """Whether ``channel`` may carry another operation."""
+    return channel is not None and not channel.is_closed and channel not in _ABANDONED
 
 
 # aiormq 7 fails publishes and acks that are in flight when the connection dies; 6.9 may not.
@@ -114,7 +175,22 @@ class Link:
         self._close_reason: BaseException | None = None
         self._fatal: BaseException | None = None
         self._reconnecting = False
-        self._dial_target: DialTarget | None = None
+        #: The addresses, in the order tried (shuffled once with ``failover_shuffle``).
+        self._targets: list[DialTarget] = []
+        #: Which of them the live connection (or the last one) is to.
+        self._current = 0
+
+    @property
+    def address(self) -> str:
+        """The address of the live (or last) connection, its password masked."""
+        if not self._targets:
+            return self._settings.masked_url
+        return self._targets[self._current].label
+
+    @property
+    def addresses(self) -> list[str]:
+        """Every address, in the order tried, masked."""
+        return [target.label for target in self._targets]
 
     @property
     def is_connected(self) -> bool:
@@ -122,32 +198,73 @@ class Link:
         return not self.closed and connection is not None and not connection.is_closed
 
     async def connect(self) -> None:
+        """Connect to the first address that answers, trying each once."""
         if self.connection is not None or self.closed:
             raise InvalidStateError("AmqpTransport.connect() may be called only once")
         settings = self._settings
         # Built once (TLS context, the one "verification is off" warning); reconnects reuse it.
-        target = self._dial_target = dial_target(settings)
+        targets = dial_targets(settings)
+        if settings.failover_shuffle:
+            random.shuffle(targets)
+        self._targets = targets
+        failures: list[ConnectionLost] = []
+        for index, target in enumerate(targets):
+            try:
+                connection = await self._dial(target)
+            except ConnectionLost as exc:
+                failures.append(exc)
+                if len(targets) > 1:
+                    _LOGGER.warning("%s", exc)
+                continue
+            self._current = index
+            self._install(connection)
+            _LOGGER.debug("Connected to %s", target.label)
+            return
+        raise self._failure(failures)
+
+    async def _dial(self, target: DialTarget) -> WideQueueConnection:
+        """One connection attempt to ``target``, its failure as a kiwipy error."""
+        settings = self._settings
         try:
-            connection = await asyncio.wait_for(_dial(target), settings.connection_timeout)
+            return await asyncio.wait_for(_dial(target), settings.connection_timeout)
         except asyncio.TimeoutError as exc:
-            message = (
-                f"No connection to {settings.masked_url} within {settings.connection_timeout}s"
-            )
+            message = f"No connection to {target.label} within {settings.connection_timeout}s"
             raise AmqpConnectionLost(message) from exc
         except Exception as exc:
-            what = f"Cannot connect to {settings.masked_url}"
+            refused = refusal(exc, f"Cannot connect to {target.label}: the broker refused")
+            if refused is not None:
+                raise refused from exc
+            what = f"Cannot connect to {target.label}"
             if settings.scheme == "amqps":
                 tls = tls_error(what, exc)
                 if tls is not None:  # fail closed, with the cause
                     raise tls from exc
-            reason = scrub(f"{type(exc).__name__}: {exc}", settings.url)
+            reason = scrub(f"{type(exc).__name__}: {exc}", *settings.addresses)
             raise AmqpConnectionLost(f"{what}: {reason}") from exc
-        self._install(connection)
-        _LOGGER.debug("Connected to %s", settings.masked_url)
+
+    def _failure(self, failures: list[ConnectionLost]) -> ConnectionLost:
+        """The one error for a connect that found no address to connect to."""
+        if len(failures) == 1:
+            return failures[0]
+        summary = f"Cannot connect to any of the {len(failures)} addresses: " + "; ".join(
+            str(failure) for failure in failures
+        )
+        refused = [f for f in failures if isinstance(f, BrokerRefused)]
+        if refused:
+            first = refused[0]
+            error: ConnectionLost = AmqpBrokerRefused(
+                summary, reply_code=first.reply_code, reply_text=first.reply_text
+            )
+        elif all(isinstance(f, TLSError) for f in failures):
+            error = AmqpTLSError(summary)
+        else:
+            error = AmqpConnectionLost(summary)
+        error.__cause__ = failures[-1]
+        return error
 
     def _install(self, connection: Any) -> None:
         self.connection = connection
-        self.lifeline = Lifeline(f"The connection to {self._settings.masked_url} is gone")
+        self.lifeline = Lifeline(f"The connection to {self.address} is gone")
         self.lifeline.start()
         connection.closing.add_done_callback(
             lambda future: self._on_connection_closed(connection, future)
@@ -162,7 +279,7 @@ class Link:
         self.lifeline.cut()
         connection = self.connection
         if connection is not None and not connection.is_closed:
-            reason = AmqpConnectionLost(f"The transport to {self._settings.masked_url} was closed")
+            reason = AmqpConnectionLost(f"The transport to {self.address} was closed")
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(connection.close(reason), _CLOSE_TIMEOUT)
 
@@ -192,8 +309,12 @@ class Link:
         if self.closed:
             return
         reason = None if future.cancelled() else future.exception()
-        _LOGGER.warning("Lost the connection to %s: %r", self._settings.masked_url, reason)
-        lost = AmqpConnectionLost(f"Lost the connection to {self._settings.masked_url}: {reason!r}")
+        if isinstance(reason, asyncio.CancelledError):  # aiormq's way to say "stuck"
+            described = "nothing came from the broker for too long (missed heartbeats)"
+        else:
+            described = scrub(repr(reason), *self._settings.addresses)
+        _LOGGER.warning("Lost the connection to %s: %s", self.address, described)
+        lost = AmqpConnectionLost(f"Lost the connection to {self.address}: {described}")
         lost.__cause__ = reason
         for callback in list(self._link_callbacks):
             _call_link_callback(callback, False, lost)
@@ -202,41 +323,49 @@ class Link:
             self._tasks.spawn(self._reconnect(), "Reconnecting to the broker")
 
     async def _reconnect(self) -> None:
+        """Redial with back-off, each attempt to the next address; give up on refusals.
+
+        A refusal (bad credentials, no such virtual host, no permission) will not go away by
+        trying again: once a whole round over the addresses has failed with at least one
+        refusal among them, the link ends with it instead of looping.
+        """
         settings = self._settings
-        target = self._dial_target
-        assert target is not None  # made by connect()
+        count = len(self._targets)
+        index = self._current
+        refused: collections.deque[BrokerRefused | None] = collections.deque(maxlen=count)
         try:
             for delay in backoff_delays(first=0.1, longest=settings.reconnect_max_delay):
                 await asyncio.sleep(delay)
+                if self.closed:
+                    return
+                index = (index + 1) % count  # rotate: the next address first
+                target = self._targets[index]
                 try:
-                    connection = await asyncio.wait_for(_dial(target), settings.connection_timeout)
-                except Exception as exc:
-                    if is_fatal(exc):
-                        self._give_up(exc)
+                    connection = await self._dial(target)
+                except ConnectionLost as exc:
+                    refused.append(exc if isinstance(exc, BrokerRefused) else None)
+                    refusals = [r for r in refused if r is not None]
+                    if len(refused) == count and refusals:
+                        self._give_up(refusals[-1])
                         return
-                    _LOGGER.debug(
-                        "Reconnecting to %s failed: %s", settings.masked_url, self._reason(exc)
-                    )
+                    _LOGGER.debug("Reconnecting failed: %s", exc)
                     continue
+                self._current = index
                 self._install(connection)
-                _LOGGER.info("Reconnected to %s", settings.masked_url)
+                _LOGGER.info("Reconnected to %s", target.label)
                 for callback in list(self._link_callbacks):
                     _call_link_callback(callback, True, None)
                 return
         finally:
             self._reconnecting = False
 
-    def _reason(self, exc: Exception) -> str:
-        if self._settings.scheme == "amqps":
-            tls = tls_error("TLS", exc)
-            if tls is not None:
-                return str(tls)
-        return scrub(repr(exc), self._settings.url)
-
-    def _give_up(self, exc: BaseException) -> None:
-        reason = scrub(f"{type(exc).__name__}: {exc}", self._settings.url)
-        fatal = BrokerError(f"Cannot reconnect to {self._settings.masked_url}: {reason}")
-        _LOGGER.error("%s; giving up", fatal)
+    def _give_up(self, refused: BrokerRefused) -> None:
+        fatal = AmqpBrokerRefused(
+            f"Cannot reconnect: {refused}",
+            reply_code=refused.reply_code,
+            reply_text=refused.reply_text,
+        )
+        _LOGGER.error("%s; giving up (a refusal is not retried)", fatal)
         self._fatal = fatal
         self.closed = True
         self._up.set()
@@ -263,16 +392,76 @@ class Link:
                 await self._up.wait()
 
     async def open_channel(self, **options: Any) -> Any:
+        """A new channel on the live connection (waiting while the transport reconnects).
+
+        A connection that does not answer within ``declare_timeout`` is dropped (the link
+        redials, on the next address) and ``ConnectionLost`` raised.
+        """
         connection = await self.live_connection()
-        with amqp_errors("open an AMQP channel"):
+        return await self._open_channel_on(connection, options)
+
+    async def _open_channel_on(self, connection: Any, options: dict[str, Any]) -> Any:
+        timeout = self._settings.declare_timeout
+        with amqp_errors("open an AMQP channel", gone=lambda: bool(connection.is_closed)):
             try:
-                return await connection.channel(**options)
+                return await within(connection.channel(**options), timeout)
+            except Expired:
+                why = f"no answer to a channel open within {timeout}s"
+                self.drop(connection, why)
+                raise AmqpConnectionLost(
+                    f"Cannot open an AMQP channel: {self.address} gave {why}; reconnecting"
+                ) from None
             except RuntimeError as exc:  # aiormq: "<connection> closed"
                 if connection.is_closed:
-                    raise AmqpConnectionLost(
-                        f"Lost the connection to {self._settings.masked_url}"
-                    ) from exc
+                    raise AmqpConnectionLost(f"Lost the connection to {self.address}") from exc
                 raise
+
+    def drop(self, connection: Any, why: str) -> None:
+        """Drop ``connection`` at once (it no longer answers): the link notices and redials."""
+        if connection is not self.connection or connection.is_closed:
+            return
+        _LOGGER.warning("Dropping the connection to %s: %s", self.address, why)
+        writer = getattr(getattr(connection, "wire", None), "writer", None)
+        transport = getattr(writer, "transport", None)
+        if transport is not None:
+            transport.abort()  # the reader sees the socket closed: aiormq closes the connection
+        else:
+            self._tasks.spawn(_close_quietly(connection), "")
+
+    async def bounded(self, what: str, channel: Any, operation: Awaitable[T]) -> T:
+        """Await ``operation`` on ``channel`` (a declare, bind, consume...) within
+        ``declare_timeout``.
+
+        On expiry ``channel`` is given up on, and the connection is checked with a channel
+        open under the same deadline: if it does not answer it is dropped (the link redials)
+        and ``ConnectionLost`` raised; if it does, the broker is slow for this operation alone
+        (a frozen cluster member, a partition) and ``DeadlineExceeded`` is raised.
+        """
+        timeout = self._settings.declare_timeout
+        try:
+            return await within(operation, timeout)
+        except Expired:
+            pass
+        self.abandon(channel)
+        connection = self.connection
+        late = f"Cannot {what}: no answer from {self.address} within {timeout}s"
+        if connection is None or connection.is_closed:
+            raise AmqpConnectionLost(f"{late}; the connection is gone")
+        try:
+            probe = await self._open_channel_on(connection, {"publisher_confirms": False})
+        except ConnectionLost as exc:
+            raise AmqpConnectionLost(f"{late}, nor to a channel open: reconnecting") from exc
+        self._tasks.spawn(_close_quietly(probe), "")
+        raise DeadlineExceeded(
+            f"{late} (the connection itself answers: a frozen or partitioned cluster member?)"
+        )
+
+    def abandon(self, channel: Any) -> None:
+        """Use ``channel`` no more, and close it in the background."""
+        if channel is None:
+            return
+        _ABANDONED.add(channel)
+        self._tasks.spawn(_close_quietly(channel), "")
 
     @property
     def congested(self) -> bool:
@@ -293,6 +482,11 @@ def _call_back(callback: CloseCallback, exc: BaseException | None) -> None:
         callback(exc)
     except Exception:
         _LOGGER.exception("Close callback %r failed", callback)
+
+
+async def _close_quietly(closable: Any) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(closable.close(), _CLOSE_TIMEOUT)
 
 
 async def _dial(target: DialTarget) -> WideQueueConnection:

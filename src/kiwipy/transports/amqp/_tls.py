@@ -16,10 +16,10 @@ from typing import Any
 import aiormq
 
 from kiwipy.exceptions import TLSError
-from kiwipy.settings import Settings
+from kiwipy.settings import Settings, mask_url
 from kiwipy.transports.amqp._errors import AmqpConnectionLost
 
-__all__ = ("AmqpTLSError", "DialTarget", "describe_tls_failure", "dial_target")
+__all__ = ("AmqpTLSError", "DialTarget", "describe_tls_failure", "dial_target", "dial_targets")
 
 _LOGGER = logging.getLogger("kiwipy.transports.amqp")
 
@@ -36,13 +36,15 @@ class AmqpTLSError(TLSError, AmqpConnectionLost):
 
 
 class DialTarget:
-    """What ``aiormq.connect`` gets: the URL (no TLS parameters) and its keyword arguments."""
+    """What ``aiormq.connect`` gets for one address: the URL (no TLS parameters) and its
+    keyword arguments; ``label`` names the address in messages (its password masked)."""
 
-    __slots__ = ("_kwargs", "_url")
+    __slots__ = ("_kwargs", "_url", "label")
 
-    def __init__(self, url: str, kwargs: dict[str, Any]) -> None:
+    def __init__(self, url: str, kwargs: dict[str, Any], label: str = "") -> None:
         self._url = url
         self._kwargs = kwargs
+        self.label = label or mask_url(url)
 
     @property
     def url(self) -> str:
@@ -52,8 +54,14 @@ class DialTarget:
     def kwargs(self) -> dict[str, Any]:
         return dict(self._kwargs)
 
+    @property
+    def server_hostname(self) -> str | None:
+        """The name the broker's certificate is checked against when it is not the URL's
+        host (``None``: the URL's host)."""
+        return self._kwargs.get("server_hostname")
+
     def __repr__(self) -> str:  # never the password
-        return f"DialTarget(tls={'context' in self._kwargs})"
+        return f"DialTarget({self.label!r}, tls={'context' in self._kwargs})"
 
 
 def _strip_tls_query(url: str) -> str:
@@ -82,24 +90,51 @@ def make_ssl_context(settings: Settings) -> ssl.SSLContext:
 
 
 def dial_target(settings: Settings) -> DialTarget:
-    """The URL and arguments to dial the broker of ``settings`` with.
+    """The URL and arguments to dial the first address of ``settings`` with."""
+    return dial_targets(settings)[0]
 
-    For ``amqps://`` this builds the TLS context (and logs the one warning when verification is
-    off), so call it once per transport and reuse the result for reconnections.
+
+def dial_targets(settings: Settings) -> list[DialTarget]:
+    """The URL and arguments to dial each address of ``settings`` with, in their order.
+
+    For ``amqps://`` this builds the one TLS context they share (and logs the one warning when
+    verification is off), so call it once per transport and reuse the result for
+    reconnections. The broker's certificate is checked against each address's own host, or
+    its ``server_name_indication``; an address without one uses ``ssl_server_hostname``.
     """
-    url = _strip_tls_query(url_with_heartbeat(settings.url, settings.heartbeat))
-    if settings.scheme != "amqps":
-        return DialTarget(url, {})
-    kwargs: dict[str, Any] = {"context": make_ssl_context(settings)}
-    if settings.ssl_server_hostname is not None:
-        kwargs["server_hostname"] = settings.ssl_server_hostname
-    if not settings.ssl_verify:
+    context = make_ssl_context(settings) if settings.scheme == "amqps" else None
+    # The first URL's own server_name_indication names the first host only; the option
+    # ssl_server_hostname (when it is not just that) serves every address.
+    common = settings.ssl_server_hostname
+    if common is not None and common == _query_value(settings.url, "server_name_indication"):
+        common = None
+    targets = []
+    for number, address in enumerate(settings.addresses):
+        url = _strip_tls_query(url_with_heartbeat(address, settings.heartbeat))
+        label = mask_url(address)
+        if context is None:
+            targets.append(DialTarget(url, {}, label))
+            continue
+        kwargs: dict[str, Any] = {"context": context}
+        server_hostname = settings.ssl_server_hostname if number == 0 else common
+        if number > 0:  # a failover address: its own server_name_indication, if it has one
+            own = _query_value(address, "server_name_indication")
+            if own is not None:
+                server_hostname = None if own == "disable" else own
+        if server_hostname is not None:
+            kwargs["server_hostname"] = server_hostname
+        targets.append(DialTarget(url, kwargs, label))
+    if context is not None and not settings.ssl_verify:
         _LOGGER.warning(
             "TLS certificate verification is OFF for %s (ssl_verify=False): anyone on the "
             "network path can impersonate the broker and read the password and messages",
-            settings.masked_url,
+            mask_url(";".join(settings.addresses)),
         )
-    return DialTarget(url, kwargs)
+    return targets
+
+
+def _query_value(url: str, name: str) -> str | None:
+    return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query)).get(name)
 
 
 # OpenSSL reasons (``ssl.SSLError.reason``) and what they mean to a user.

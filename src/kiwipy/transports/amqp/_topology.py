@@ -93,11 +93,15 @@ class Topology:
     async def _declare_exchange(self, channel: Any, exchange: str) -> None:
         if exchange in self._exchanges:
             return
-        await channel.exchange_declare(
-            exchange,
-            exchange_type="topic",
-            durable=False,
-            auto_delete=self._settings.testing_mode,
+        await self._link.bounded(
+            f"declare exchange {exchange!r}",
+            channel,
+            channel.exchange_declare(
+                exchange,
+                exchange_type="topic",
+                durable=False,
+                auto_delete=self._settings.testing_mode,
+            ),
         )
         self._exchanges.add(exchange)
 
@@ -117,7 +121,11 @@ class Topology:
             channel = await slot.get()
             await self._declare_exchange(channel, exchange)
             try:
-                await channel.queue_bind(queue, exchange, routing_key=routing_key)
+                await self._link.bounded(
+                    f"bind queue {queue!r} to exchange {exchange!r}",
+                    channel,
+                    channel.queue_bind(queue, exchange, routing_key=routing_key),
+                )
                 return
             except aiormq.ChannelNotFoundEntity:
                 if last_try:
@@ -134,8 +142,9 @@ class Topology:
         **declare: Any,
     ) -> None:
         async with self.control_channel(what) as slot:
+            channel = await slot.get()
             try:
-                await (await slot.get()).queue_declare(queue, **declare)
+                await self._link.bounded(what, channel, channel.queue_declare(queue, **declare))
             except aiormq.ChannelLockedResource as exc:
                 if locked is None:
                     raise
@@ -149,8 +158,14 @@ class Topology:
         async with self.control_channel(f"delete queue {queue!r}") as slot:
             channel = await slot.get()
             for exchange, routing_key in unbind:
-                await channel.queue_unbind(queue, exchange, routing_key=routing_key)
-            await channel.queue_delete(queue)
+                await self._link.bounded(
+                    f"unbind queue {queue!r}",
+                    channel,
+                    channel.queue_unbind(queue, exchange, routing_key=routing_key),
+                )
+            await self._link.bounded(
+                f"delete queue {queue!r}", channel, channel.queue_delete(queue)
+            )
 
     async def declare_task_queue(self, queue: str) -> None:
         self._link.check_open()
@@ -180,8 +195,10 @@ class Topology:
     ) -> None:
         """The queue exists with other arguments (a kiwipy 0.9 peer's, another queue type):
         use it as it is, after one clear warning."""
-        async with self.control_channel(f"check task queue {queue!r}") as slot:
-            await (await slot.get()).queue_declare(queue, passive=True)
+        what = f"check task queue {queue!r}"
+        async with self.control_channel(what) as slot:
+            channel = await slot.get()
+            await self._link.bounded(what, channel, channel.queue_declare(queue, passive=True))
             await self._bind(slot, queue, self._settings.task_exchange, queue)
         if queue not in self._warned_mismatch:
             self._warned_mismatch.add(queue)

@@ -15,13 +15,17 @@ many concurrent publishes queue without each waking the writer for a turn of its
 from __future__ import annotations
 
 import asyncio
+import inspect
 import ssl
 from collections.abc import Callable
 from typing import Any
 
 import aiormq
 from aiormq.connection import TransportFactory
+from pamqp import commands
 from yarl import URL
+
+from kiwipy.transports.amqp._errors import ClosedByBroker
 
 #: Frames aiormq's writer may hold before a publisher waits (aiormq's own default is 10).
 WRITE_QUEUE_FRAMES = 256
@@ -142,11 +146,61 @@ class CoalescingTransportFactory(TransportFactory):
         return writer is not None and writer.congested
 
 
+class _CloseSniffer:
+    """Reads the handshake's frames for aiormq, and raises :class:`ClosedByBroker` for a
+    ``connection.close``: the broker's reason (``530 NOT_ALLOWED - vhost x not found``), which
+    aiormq reports only as an unexpected ``<Connection.Close object at 0x...>``."""
+
+    def __init__(self, receiver: Any) -> None:
+        self._receiver = receiver
+
+    async def get_frame(self) -> Any:
+        received = await self._receiver.get_frame()
+        frame = received[-1]
+        if isinstance(frame, commands.Connection.Close):
+            raise ClosedByBroker(frame.reply_code or 0, frame.reply_text or "")
+        return received
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._receiver, name)
+
+
+def _handshake_rpc_takes_a_receiver() -> bool:
+    """Whether this aiormq sends the handshake through ``Connection._rpc(request, writer,
+    frame_receiver, wait_response)`` (aiormq 7), which we can hand a :class:`_CloseSniffer`."""
+    rpc = getattr(aiormq.Connection, "_rpc", None)
+    if rpc is None:
+        return False
+    try:
+        names = list(inspect.signature(rpc).parameters)
+    except (TypeError, ValueError):
+        return False
+    return names == ["request", "writer", "frame_receiver", "wait_response"]
+
+
+_SNIFF_HANDSHAKE = _handshake_rpc_takes_a_receiver()
+
+
 class WideQueueConnection(aiormq.Connection):
-    """aiormq's connection with room for :data:`WRITE_QUEUE_FRAMES` frames in its write queue."""
+    """aiormq's connection with room for :data:`WRITE_QUEUE_FRAMES` frames in its write queue,
+    and the broker's reason when it refuses the handshake."""
 
     FRAME_BUFFER_SIZE = WRITE_QUEUE_FRAMES
     wire: CoalescingTransportFactory
+
+    if _SNIFF_HANDSHAKE:
+
+        @staticmethod
+        async def _rpc(
+            request: Any, writer: Any, frame_receiver: Any, wait_response: bool = True
+        ) -> Any:
+            rpc: Any = getattr(aiormq.Connection, "_rpc")  # noqa: B009 -- untyped on aiormq 6
+            return await rpc(
+                request,
+                writer=writer,
+                frame_receiver=_CloseSniffer(frame_receiver),
+                wait_response=wait_response,
+            )
 
     @property
     def congested(self) -> bool:
