@@ -118,6 +118,7 @@ class Publisher:
         self.records: list[SendRecord] = []
         self.connection_events: list[tuple[float, bool]] = []
         self.errors: list[BaseException] = []
+        self.send_errors: list[str] = []  # every attempt that raised, in order
         self.gave_up = False
         self.stop = threading.Event()
         self.comm = kiwipy.sync.connect(url, **options)
@@ -173,6 +174,7 @@ class Publisher:
                 )
             except Exception as exc:  # reported to the caller: send again, same ids
                 error = exc
+                self.send_errors.append(f"{time.time() - sent:.2f} s: {exc!r}"[:300])
                 if self.stop.wait(_RESEND_PAUSE):
                     break
                 continue
@@ -393,8 +395,17 @@ def run_leader_fault(cluster: RabbitCluster, plan: LeaderFault) -> ScenarioResul
         notes.extend(f"publisher {name} hung" for name in hung)
         for publisher in load.publishers:
             notes.extend(f"{publisher.name} crashed: {exc!r}" for exc in publisher.errors)
+            notes.extend(f"{publisher.name} send raised after {e}" for e in publisher.send_errors)
         drain(ledger)
         time.sleep(1.0)  # late duplicates
+        for i, node in enumerate(load.consumer_nodes):
+            if node == victim:
+                events = [
+                    f"{'up' if e['up'] else 'down'} {float(e['t']) - moment:+.2f} s"  # type: ignore[arg-type]
+                    for e in ledger.connection_events
+                    if e["w"] == load.worker_name(i)
+                ]
+                notes.append(f"{load.worker_name(i)} on the faulty node: link {events}")
         survivors = [
             load.consumer_resumed_after(i, moment)
             for i, node in enumerate(load.consumer_nodes)
@@ -404,11 +415,12 @@ def run_leader_fault(cluster: RabbitCluster, plan: LeaderFault) -> ScenarioResul
             for p, node in zip(load.publishers, load.publisher_nodes, strict=True)
             if node != victim
         ]
-        on_victim = [
+        victim_consumers = [
             load.consumer_resumed_after(i, moment)
             for i, node in enumerate(load.consumer_nodes)
             if node == victim
-        ] + [
+        ]
+        victim_publishers = [
             p.resumed_after(moment)
             for p, node in zip(load.publishers, load.publisher_nodes, strict=True)
             if node == victim
@@ -431,7 +443,9 @@ def run_leader_fault(cluster: RabbitCluster, plan: LeaderFault) -> ScenarioResul
             reconnect_max_delay_s=RECONNECT_MAX_DELAY,
             new_leader_s=rounded(new_leader_s),
             survivors_resume_s=rounded(first_after(survivors)),
-            dead_node_resume_s=rounded(first_after(on_victim)),
+            dead_node_resume_s=rounded(first_after(victim_consumers + victim_publishers)),
+            dead_node_consumer_resume_s=rounded(first_after(victim_consumers)),
+            dead_node_publisher_resume_s=rounded(first_after(victim_publishers)),
             dead_node_detect_s=rounded(first_after(detect)),
             duplicates_bound=PREFETCH * load.consumer_nodes.count(victim),
             silently_dropped=len(published - reported),
@@ -477,11 +491,13 @@ def leader_fault_misses(
         misses.append(f"survivors resumed after {survivors} s (target {survivors_within} s)")
     if figures.get("failover"):
         resume_within = RECONNECT_MAX_DELAY + 2.0
-        resumed = figures.get("dead_node_resume_s", -1)
-        if detect_within is None and not 0 <= resumed <= resume_within:
-            misses.append(
-                f"the dead node's clients resumed after {resumed} s (target {resume_within} s)"
-            )
+        for kind in ("consumer", "publisher"):
+            resumed = figures.get(f"dead_node_{kind}_resume_s", -1)
+            if detect_within is None and not 0 <= resumed <= resume_within:
+                misses.append(
+                    f"the dead node's {kind}s resumed after {resumed} s (-1: never; target "
+                    f"{resume_within} s)"
+                )
         detected = figures.get("dead_node_detect_s", -1)
         if detect_within is not None and not 0 <= detected <= detect_within:
             misses.append(
