@@ -146,15 +146,17 @@ class _Warnings(logging.Handler):
 def _counting_warnings() -> Iterator[_Warnings]:
     handler = _Warnings()
     logger = logging.getLogger("kiwipy")
-    level = logger.level
+    level, propagate = logger.level, logger.propagate
     if logger.getEffectiveLevel() > logging.WARNING:  # a quiet run must still count them
         logger.setLevel(logging.WARNING)
+        logger.propagate = False  # ... without printing them
     logger.addHandler(handler)
     try:
         yield handler
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+        logger.propagate = propagate
 
 
 def run(cluster: RabbitCluster, scale: Scale) -> ScenarioResult:
