@@ -16,10 +16,12 @@ from typing import Any
 import pytest
 
 import kiwipy.aio
-from kiwipy.exceptions import BrokerRefused, ConnectionLost
+from kiwipy.exceptions import BrokerRefused, ConnectionLost, TLSError
 from kiwipy.settings import Settings, mask_url
 from kiwipy.transports.amqp import AmqpTransport
 from kiwipy.transports.amqp._tls import dial_targets
+from kiwipy_reliability.faults.config import TlsListener
+from kiwipy_reliability.faults.node import RabbitNode
 from kiwipy_reliability.faults.proxy import TcpProxy
 
 pytestmark = pytest.mark.timeout(60)
@@ -318,3 +320,61 @@ async def test_queue_exists_creates_nothing(amqp_url: str, unique_name: str) -> 
         await channel.queue_delete(f"{unique_name}.real")
     finally:
         await cleaner.close()
+
+
+# -- TLS against a private node: each address's own host name is checked ---------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RabbitNode, str]]:
+    """A private node with a TLS listener whose certificate names ``localhost`` only; yields
+    the node and the CA file."""
+    trustme = pytest.importorskip("trustme")
+    directory = tmp_path_factory.mktemp("failover-pki")
+    ca = trustme.CA()
+    server = ca.issue_cert("localhost")
+    paths = {name: directory / f"{name}.pem" for name in ("ca", "cert", "key")}
+    ca.cert_pem.write_to_path(str(paths["ca"]))
+    server.cert_chain_pems[0].write_to_path(str(paths["cert"]))
+    server.private_key_pem.write_to_path(str(paths["key"]))
+    listener = TlsListener(
+        cacertfile=str(paths["ca"]), certfile=str(paths["cert"]), keyfile=str(paths["key"])
+    )
+    try:
+        node = RabbitNode(tls=listener)
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+    try:
+        node.start(timeout=120)
+        node.ctl("add_user", "tls-failover", PASSWORD)
+        node.ctl("set_permissions", "-p", "/", "tls-failover", ".*", ".*", ".*")
+        yield node, str(paths["ca"])
+    finally:
+        node.cleanup()
+
+
+@pytest.mark.amqp
+@pytest.mark.timeout(180)
+async def test_tls_host_name_is_checked_per_address(
+    tls_node: tuple[RabbitNode, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    node, cafile = tls_node
+    port = node.tls_port
+    # 127.0.0.1 is not in the certificate: refused; localhost is: connected.
+    url = f"amqps://tls-failover:{PASSWORD}@127.0.0.1:{port}/;amqps://localhost:{port}"
+    transport = AmqpTransport(Settings.from_url(url, ssl_cafile=cafile))
+    await transport.connect()
+    try:
+        assert transport.address == f"amqps://tls-failover:****@localhost:{port}/"
+        text = logged(caplog)
+        assert "host name mismatch" in text  # the first address, checked against its own host
+        assert PASSWORD not in text
+    finally:
+        await transport.close()
+    # The other way round a mismatch on every address fails closed, naming each.
+    url = f"amqps://tls-failover:{PASSWORD}@127.0.0.1:{port}/;amqps://127.0.0.1:{port}/"
+    with pytest.raises(TLSError) as caught:
+        await AmqpTransport(Settings.from_url(url, ssl_cafile=cafile)).connect()
+    assert str(caught.value).count("host name mismatch") == 2
+    assert PASSWORD not in str(caught.value)
