@@ -176,10 +176,14 @@ def ctl(*args: str, check: bool = True) -> None:
 
 
 @pytest.fixture
-def user_password(amqp_url: str) -> Iterator[tuple[str, str]]:
-    """A temporary user of the shared broker, with a password worth masking."""
+def rabbitmqctl(amqp_url: str) -> None:
     if subprocess.run(["rabbitmqctl", "-q", "status"], capture_output=True, timeout=30).returncode:
         pytest.skip("rabbitmqctl cannot reach the shared broker")
+
+
+@pytest.fixture
+def user_password(rabbitmqctl: None) -> Iterator[tuple[str, str]]:
+    """A temporary user of the shared broker, with a password worth masking."""
     user = f"kiwipy-failover-{uuid.uuid4().hex[:8]}"
     password = f"{PASSWORD}-{uuid.uuid4().hex}"
     ctl("add_user", user, password)
@@ -378,3 +382,68 @@ async def test_tls_host_name_is_checked_per_address(
         await AmqpTransport(Settings.from_url(url, ssl_cafile=cafile)).connect()
     assert str(caught.value).count("host name mismatch") == 2
     assert PASSWORD not in str(caught.value)
+
+
+# -- broker features per connection (a rolling upgrade) ------------------------------------------
+
+
+def consumer_arguments(queue: str) -> list[str]:
+    completed = subprocess.run(
+        ["rabbitmqctl", "-q", "list_consumers", "--no-table-headers", "queue_name", "arguments"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return [line for line in completed.stdout.splitlines() if line.startswith(queue)]
+
+
+@pytest.mark.amqp
+async def test_consumer_arguments_follow_the_version_of_each_connection(
+    amqp_url: str, rabbitmqctl: None, unique_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next node of a rolling upgrade runs another version: the restored task consumer
+    gets the arguments of that version (here: a per-consumer timeout from 3.11.15 on)."""
+    queue = f"{unique_name}.q"
+    with TcpProxy("127.0.0.1", 5672) as proxy:
+        settings = Settings.from_url(
+            proxy.url_for(amqp_url),
+            consumer_timeout=3600,
+            testing_mode=True,
+            reconnect_max_delay=0.3,
+            task_exchange=f"{unique_name}.tasks",
+        )
+        transport = AmqpTransport(settings)
+        features: Any = transport._features
+        await transport.connect()
+        try:
+            real = features.version
+            subscription = await transport.consume_tasks(queue, _ack, prefetch_count=1)
+            if real >= (3, 11, 15):
+                pytest.skip("the shared broker already takes a per-consumer timeout")
+            (line,) = consumer_arguments(queue)
+            assert "x-consumer-timeout" not in line
+
+            learn = features.learn
+
+            def upgraded(server_properties: dict[str, Any]) -> None:
+                learn({**server_properties, "version": "3.12.1"})
+
+            monkeypatch.setattr(features, "learn", upgraded)  # the next node runs 3.12.1
+            proxy.cut()
+            await until(lambda: transport.is_connected and features.version == (3, 12, 1))
+
+            async def restored() -> list[str]:
+                while not (found := consumer_arguments(queue)):  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)
+                return found
+
+            (line,) = await asyncio.wait_for(restored(), 15)
+            assert "x-consumer-timeout" in line and "3600000" in line
+            await subscription.cancel()
+        finally:
+            await transport.close()
+
+
+async def _ack(delivery: Any) -> None:
+    await delivery.ack()

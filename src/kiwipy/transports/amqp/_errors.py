@@ -26,7 +26,6 @@ __all__ = (
     "ClosedByBroker",
     "amqp_errors",
     "cancelled_by_caller",
-    "is_fatal",
     "refusal",
     "scrub",
     "translate",
@@ -196,11 +195,6 @@ def amqp_errors(what: str, gone: Callable[[], bool] | None = None) -> Iterator[N
         if translated is exc:
             raise
         raise translated from exc
-
-
-def is_fatal(exc: BaseException) -> bool:
-    """Whether a connect error will not go away by trying again (bad credentials, no vhost)."""
-    return refusal(exc, "") is not None
 
 
 def scrub(text: str, *urls: str) -> str:
