@@ -14,9 +14,11 @@ def aggregate(
     results: Sequence[ScenarioResult],
     unavailable: Sequence[str] = (),
     errors: Mapping[str, str] | None = None,
+    target_misses: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """The summary: counts summed and times (``*_s``) maximised over the scenarios that
-    measured them (``None`` where none did), plus ``scenarios``: every scenario's figures."""
+    measured them (``None`` where none did), plus ``scenarios``: every scenario's figures, and
+    ``target_misses``: the targets each (cluster) scenario missed."""
     summary: dict[str, Any] = {}
     for key in STANDARD_FIGURES:
         values = [r.figures[key] for r in results if key in r.figures]
@@ -30,17 +32,19 @@ def aggregate(
     summary["notes"] = {r.name: list(r.notes) for r in results if r.notes}
     summary["not_available"] = list(unavailable)
     summary["errors"] = dict(errors or {})
+    summary["target_misses"] = {name: list(m) for name, m in (target_misses or {}).items() if m}
     return summary
 
 
 def passed(summary: Mapping[str, Any]) -> bool:
-    """No confirmed task lost, no future left hanging, no worker crashed by bad input, and no
-    scenario that failed to run."""
+    """No confirmed task lost, no future left hanging, no worker crashed by bad input, no
+    scenario that failed to run, and no missed target."""
     return (
         not summary.get("lost")
         and not summary.get("hung_futures")
         and not summary.get("malformed_crashes")
         and not summary.get("errors")
+        and not summary.get("target_misses")
     )
 
 

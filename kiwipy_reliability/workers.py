@@ -48,8 +48,10 @@ def worker_command(
     *,
     prefetch: int = 50,
     heartbeat: int = 10,
+    settings: dict[str, Any] | None = None,
 ) -> list[str]:
-    """The argv that runs one worker."""
+    """The argv that runs one worker (``settings``: more connection options, as JSON)."""
+    extra = ["--settings", json.dumps(settings)] if settings else []
     return [
         sys.executable,
         "-u",
@@ -67,6 +69,7 @@ def worker_command(
         str(prefetch),
         "--heartbeat",
         str(heartbeat),
+        *extra,
     ]
 
 
@@ -85,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", required=True)
     parser.add_argument("--prefetch", type=int, default=50)
     parser.add_argument("--heartbeat", type=int, default=10)
+    parser.add_argument("--settings", default="{}", help="more connection options (JSON)")
     args = parser.parse_args(argv)
     name: str = args.name
     stop = threading.Event()
@@ -109,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         task_exchange=args.exchange,
         task_prefetch_count=args.prefetch,
         heartbeat=args.heartbeat,
+        **json.loads(args.settings),
     )
     comm.add_connection_callback(
         lambda _comm, up, exc: emit("conn", w=name, up=bool(up), error=repr(exc) if exc else None)
@@ -134,13 +139,21 @@ class WorkerSpec:
     """Where the workers of one scenario connect and what they consume."""
 
     def __init__(
-        self, url: str, queue: str, exchange: str, *, prefetch: int = 50, heartbeat: int = 10
+        self,
+        url: str,
+        queue: str,
+        exchange: str,
+        *,
+        prefetch: int = 50,
+        heartbeat: int = 10,
+        settings: dict[str, Any] | None = None,
     ) -> None:
         self.url = url
         self.queue = queue
         self.exchange = exchange
         self.prefetch = prefetch
         self.heartbeat = heartbeat
+        self.settings = dict(settings or {})
 
     def command(self, name: str) -> list[str]:
         return worker_command(
@@ -150,6 +163,7 @@ class WorkerSpec:
             name,
             prefetch=self.prefetch,
             heartbeat=self.heartbeat,
+            settings=self.settings,
         )
 
 
