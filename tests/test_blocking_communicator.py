@@ -163,6 +163,33 @@ def test_task_send_many_returns_once_every_task_is_confirmed(comm: Communicator)
     assert comm.task_send_many(range(3), no_reply=True) == [None, None, None]
 
 
+def test_task_call_and_rpc_call_return_the_result(comm: Communicator, unique_name: str) -> None:
+    """The blocking twins of ``kiwipy.aio``'s one-await forms (issue 14)."""
+
+    def work(_communicator: Any, task: int) -> int:
+        if task < 0:
+            raise ValueError(f"negative: {task}")
+        return task * 2
+
+    comm.add_task_subscriber(work)
+    assert comm.task_call(21) == 42
+    queue = comm.task_queue(f"{unique_name}.other")
+    queue.add_task_subscriber(work)
+    assert queue.task_call(5) == 10
+    with pytest.raises(kiwipy.RemoteException, match="negative: -1"):
+        comm.task_call(-1)
+    later: concurrent.futures.Future[str] = concurrent.futures.Future()
+    comm.add_rpc_subscriber(lambda _comm, msg: later, f"{unique_name}.later")
+    threading.Timer(0.2, later.set_result, ("answered later",)).start()
+    assert comm.rpc_call(f"{unique_name}.later", None) == "answered later"  # through the nest
+    with pytest.raises(kiwipy.UnroutableError):
+        comm.rpc_call(f"{unique_name}.nobody", 1)
+    never: concurrent.futures.Future[str] = concurrent.futures.Future()
+    comm.add_rpc_subscriber(lambda _comm, msg: never, f"{unique_name}.never")
+    with pytest.raises(kiwipy.DeadlineExceeded):
+        comm.rpc_call(f"{unique_name}.never", 1, deadline=0.3)
+
+
 def test_close_is_idempotent_and_leaves_no_thread(
     url: str, unique_name: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -14,7 +14,7 @@ from kiwipy.aio._futures import weak_callback
 from kiwipy.exceptions import CommunicatorClosed
 from kiwipy.settings import Settings, resolve_url
 from kiwipy.sync._callbacks import CallbackThreads
-from kiwipy.sync._futures import to_concurrent
+from kiwipy.sync._futures import final_result, to_concurrent
 from kiwipy.sync._portal import Portal
 from kiwipy.sync._tasks import TaskQueue
 
@@ -163,6 +163,13 @@ class Communicator(communications.Communicator):
         """Send a task; when this returns the broker has confirmed it (it is on disk)."""
         return self._default_queue.task_send(task, no_reply, deadline=deadline, timeout=timeout)
 
+    def task_call(
+        self, task: Any, *, deadline: float | None = None, timeout: float | None = None
+    ) -> Any:
+        """Send a task to the default queue and wait for its result; see
+        :meth:`TaskQueue.task_call`."""
+        return self._default_queue.task_call(task, deadline=deadline, timeout=timeout)
+
     def task_send_many(
         self,
         tasks: Iterable[Any],
@@ -242,6 +249,20 @@ class Communicator(communications.Communicator):
             return to_concurrent(future, self._portal)
 
         return self._call(send, timeout, "rpc_send")
+
+    def rpc_call(
+        self,
+        recipient_id: Any,
+        msg: Any,
+        *,
+        deadline: float | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Send an RPC and wait for its answer (``comm.rpc_call(42, "status")``): the remote
+        exception is raised here, ``UnroutableError`` at once when nobody owns
+        ``recipient_id``, ``DeadlineExceeded`` when ``deadline`` (default
+        ``settings.rpc_timeout``) passes."""
+        return final_result(self.rpc_send(recipient_id, msg, deadline=deadline, timeout=timeout))
 
     # -- broadcasts ----------------------------------------------------------------------------
 

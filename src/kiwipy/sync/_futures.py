@@ -8,7 +8,16 @@ from typing import Any
 
 from kiwipy.sync._portal import Portal
 
-__all__ = ("to_concurrent",)
+__all__ = ("final_result", "to_concurrent")
+
+
+def final_result(future: concurrent.futures.Future[Any]) -> Any:
+    """Wait for ``future`` and for each future its result is (kiwipy 0.9's nested replies);
+    the value at the end, or the first error. Bounded by the send's ``deadline``."""
+    result = future.result()
+    while isinstance(result, concurrent.futures.Future):
+        result = result.result()
+    return result
 
 
 def to_concurrent(source: asyncio.Future[Any], portal: Portal) -> concurrent.futures.Future[Any]:

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from kiwipy.aio._futures import done_future
 from kiwipy.aio._tasks import AsyncTaskQueue, IncomingTask, TaskState
 from kiwipy.exceptions import QueueEmpty
-from kiwipy.sync._futures import to_concurrent
+from kiwipy.sync._futures import final_result, to_concurrent
 from kiwipy.sync._portal import Portal
 
 __all__ = ("BlockingIncomingTask", "TaskQueue")
@@ -54,6 +54,15 @@ class TaskQueue:
             return None if future is None else to_concurrent(future, self._portal)
 
         return self._call(send, timeout, "task_send")
+
+    def task_call(
+        self, task: Any, *, deadline: float | None = None, timeout: float | None = None
+    ) -> Any:
+        """Send a task and wait for its result: the worker's exception is raised here,
+        ``DeadlineExceeded`` when ``deadline`` passes (default: none, as for ``task_send``)."""
+        future = self.task_send(task, deadline=deadline, timeout=timeout)
+        assert future is not None  # a reply was asked for
+        return final_result(future)
 
     def task_send_many(
         self,
