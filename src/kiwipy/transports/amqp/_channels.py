@@ -157,4 +157,4 @@ class Publisher:
                 except aiormq.ChannelNotFoundEntity:
                     if last_try or not exchange:
                         raise
-                    self._forget_exchange(exchange)  # auto-deleted (testing mode)
+                    self._forget_exchange(exchange)  # gone: auto-deleted, or a restarted broker

@@ -53,7 +53,10 @@ class Once:
 class Topology:
     """Declares, binds and deletes on the control channels, and remembers what exists.
 
-    The memory is of this connection only: :meth:`forget_all` runs on each new connection.
+    The memory of queues is of this connection only: :meth:`forget_all` runs on each new
+    connection. Exchanges are remembered across connections: they are cluster-wide and a
+    declare needs every node (a frozen one blocks it); one that did vanish (a restarted single
+    node, an auto-deleted one) answers a publish or bind with NOT_FOUND, and is declared then.
     """
 
     def __init__(self, settings: Settings, link: Link) -> None:
@@ -68,7 +71,6 @@ class Topology:
         self._warned_mismatch: set[str] = set()
 
     def forget_all(self) -> None:
-        self._exchanges.clear()
         self._task_queues.clear()
 
     def forget_exchange(self, exchange: str) -> None:

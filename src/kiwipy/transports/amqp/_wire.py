@@ -186,11 +186,19 @@ HEARTBEATS_OF_SILENCE = 2
 _GRACE_ATTRIBUTE = "_Connection__heartbeat_grace_timeout"
 
 
+def silence_limit(heartbeat: int) -> float:
+    """Seconds without a frame before the connection is dropped: aiormq looks every
+    ``max(1, heartbeat // 2)`` s, so the drop comes at most ``2 x heartbeat + 1`` s after the
+    last frame (the broker sends one every ``heartbeat / 2`` s: three or more were missed)."""
+    checked_every = max(1, heartbeat // 2)
+    return float(HEARTBEATS_OF_SILENCE * heartbeat + 1 - checked_every)
+
+
 class WideQueueConnection(aiormq.Connection):
     """aiormq's connection with room for :data:`WRITE_QUEUE_FRAMES` frames in its write queue,
-    the broker's reason when it refuses the handshake, and a dead broker noticed after two
-    heartbeat intervals of silence (as the AMQP spec has it), not aiormq's three plus three
-    seconds: 10 s instead of 18 s with a 5 s heartbeat (a frozen cluster member)."""
+    the broker's reason when it refuses the handshake, and a silent broker dropped within two
+    heartbeat intervals and a second (:func:`silence_limit`), not aiormq's three intervals plus
+    three seconds: 9 to 11 s instead of 18 to 20 s with a 5 s heartbeat (a frozen node)."""
 
     FRAME_BUFFER_SIZE = WRITE_QUEUE_FRAMES
     wire: CoalescingTransportFactory
@@ -199,7 +207,7 @@ class WideQueueConnection(aiormq.Connection):
         super().__init__(*args, **kwargs)
         # aiormq's grace, (heartbeat + 1) * 3 s, lives in a private attribute: set where known.
         if self.heartbeat_timeout > 0 and hasattr(self, _GRACE_ATTRIBUTE):
-            setattr(self, _GRACE_ATTRIBUTE, HEARTBEATS_OF_SILENCE * self.heartbeat_timeout)
+            setattr(self, _GRACE_ATTRIBUTE, silence_limit(self.heartbeat_timeout))
 
     if _SNIFF_HANDSHAKE:
 
