@@ -432,6 +432,24 @@ async def test_a_nacked_task_is_sent_again_on_a_new_channel_then_raised(
     await transport.publish_task(f"{queue}.other", task_message())
 
 
+async def test_a_publish_cancelled_before_its_confirm_leaves_the_channel(
+    transport: AmqpTransport, settings: Settings
+) -> None:
+    """A send whose deadline passed with no confirm: the next goes on a new channel (RabbitMQ
+    3.10 never confirms on a channel that first published to a quorum queue whose leader was
+    frozen then). A persistent task's confirm waits for the disk: the cancel comes first."""
+    queue = settings.task_queue
+    await transport.declare_task_queue(queue)
+    await transport.publish_task(queue, task_message("first"))
+    publisher = transport._publisher  # which channel publishes
+    before = await publisher.slot.get()
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(transport.publish_task(queue, task_message("late")), 0.0001)
+    after = await publisher.slot.get()
+    assert after is not before
+    await transport.publish_task(queue, task_message("on the new channel"))
+
+
 @pytest.mark.parametrize(("heartbeat", "grace"), [(5, 9.0), (60, 91.0), (1, 2.0)])
 async def test_a_silent_broker_is_taken_for_dead_within_two_heartbeats_and_a_second(
     heartbeat: int, grace: float

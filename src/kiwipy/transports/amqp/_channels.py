@@ -114,6 +114,12 @@ class Publisher:
             lambda: link.open_channel(publisher_confirms=True, on_return_raises=True)
         )
 
+    def _replace(self, channel: Any) -> None:
+        """Open a new channel for the next publish; ``channel`` closes once its confirms
+        settle."""
+        if self.slot.release(channel):
+            self._link.abandon(channel, settle=True)
+
     async def publish(
         self,
         what: str,
@@ -150,9 +156,15 @@ class Publisher:
                     # A nack (a PublishError is a return: unroutable). RabbitMQ 3.10 nacks every
                     # later publish to a quorum queue on a channel whose first publish to it
                     # came during a leader election: a task sent again goes on a new channel.
-                    nacked = not isinstance(exc, aiormq.PublishError)
-                    if nacked and self.slot.release(channel):
-                        self._link.abandon(channel, settle=True)
+                    if not isinstance(exc, aiormq.PublishError):
+                        self._replace(channel)
+                    raise
+                except asyncio.CancelledError:
+                    # The send's deadline passed with no confirm. A channel that first
+                    # published to a quorum queue while its leader was frozen keeps sending to
+                    # that leader and is never confirmed (RabbitMQ 3.10): the send made again
+                    # goes on a new channel, which asks for the current leader.
+                    self._replace(channel)
                     raise
                 except aiormq.ChannelNotFoundEntity:
                     if last_try or not exchange:
