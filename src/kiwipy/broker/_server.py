@@ -36,13 +36,14 @@ _LOGGER = logging.getLogger("kiwipy.broker")
 BROADCAST_HIGH_WATER = 8 * 1024 * 1024
 #: Longest wait before a write that no confirm waits for (an ack, a delivery count) is committed.
 _LAZY_COMMIT_S = 0.05
+_PROPERTIES = json.JSONEncoder(separators=(",", ":"))
 
 
 @dataclasses.dataclass(eq=False)
 class Task:
     id: int
     queue: str
-    props: str
+    properties: dict[str, Any]
     body: bytes
     deliveries: int = 0
 
@@ -80,7 +81,7 @@ class Broker:
         self.queues: dict[str, Queue] = {name: Queue(name) for name in store.queues()}
         for task_id, queue, props, body, deliveries in store.tasks():
             owner = self.queues.setdefault(queue, Queue(queue))
-            owner.ready.append(Task(task_id, queue, props, body, deliveries))
+            owner.ready.append(Task(task_id, queue, json.loads(props), body, deliveries))
         self.rpc: dict[str, ClientConnection] = {}
         self.broadcasts: dict[str, dict[tuple[ClientConnection, str], None]] = {}
         self.replies: dict[str, ClientConnection] = {}
@@ -188,8 +189,12 @@ class Broker:
         task.deliveries += 1
         self.store.delivered(task.id)
         connection.leases[task.id] = (task, consumer)
-        properties = json.loads(task.props)
-        return {"dtag": task.id, "epoch": self.epoch, "redelivered": redelivered, "m": properties}
+        return {
+            "dtag": task.id,
+            "epoch": self.epoch,
+            "redelivered": redelivered,
+            "m": task.properties,
+        }
 
     def _next_consumer(self, queue: Queue) -> Consumer | None:
         count = len(queue.consumers)
@@ -223,6 +228,8 @@ class ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.leases: dict[int, tuple[Task, Consumer | None]] = {}
         self._buffer = bytearray()
+        #: Bytes the buffer must hold before the next frame can be read.
+        self._needed = 4
         self._greeted = False
         self._dropped_broadcasts = 0
 
@@ -252,18 +259,29 @@ class ClientConnection(asyncio.Protocol):
         self.send(header, body)
 
     def data_received(self, data: bytes) -> None:
-        self._buffer += data
+        if self._buffer:
+            self._buffer += data
+            if len(self._buffer) < self._needed:
+                return  # a large frame still coming: no copy until it is whole
+            data = bytes(self._buffer)
+            self._buffer.clear()
+        offset, end = 0, len(data)
         try:
-            while len(self._buffer) >= 4:
-                length = frame_length(bytes(self._buffer[:4]))
-                if len(self._buffer) < 4 + length:
-                    return
-                payload = bytes(self._buffer[4 : 4 + length])
-                del self._buffer[: 4 + length]
-                header, body = decode_frame(payload)
+            while end - offset >= 4:
+                length = frame_length(data[offset : offset + 4])
+                if end - offset - 4 < length:
+                    self._needed = 4 + length
+                    break
+                header, body = decode_frame(data[offset + 4 : offset + 4 + length])
+                offset += 4 + length
                 self._handle(header, body)
+            else:
+                self._needed = 4
         except FrameError as exc:
             self._refuse("frame", str(exc))
+            return
+        if offset < end:
+            self._buffer += data[offset:]
 
     def _refuse(self, kind: str, text: str) -> None:
         _LOGGER.warning("Closing a client connection: %s", text)
@@ -330,9 +348,9 @@ class ClientConnection(asyncio.Protocol):
             text = f"No task queue '{header['queue']}' to route the task to"
             self._answer(header, error=("unroutable", text))
             return
-        props = json.dumps(header.get("m") or {}, separators=(",", ":"))
-        task_id = self.broker.store.add(queue.name, props, body)
-        queue.ready.append(Task(task_id, queue.name, props, body))
+        properties = header.get("m") or {}
+        task_id = self.broker.store.add(queue.name, _PROPERTIES.encode(properties), body)
+        queue.ready.append(Task(task_id, queue.name, properties, body))
         self.broker.dispatch(queue)
         self.broker.confirm_after_commit(self, header["id"])
 

@@ -30,6 +30,8 @@ PRODUCT = "kiwipy-local-broker"
 #: The largest frame either side accepts: the message size cap plus room for the header.
 MAX_FRAME_BYTES = 64 * 1024 * 1024 + 65536
 _LENGTHS = struct.Struct(">II")
+_LENGTH = struct.Struct(">I")
+_HEADER = json.JSONEncoder(separators=(",", ":"), default=str)
 #: Unix socket paths longer than this do not fit ``sockaddr_un`` on every system (104 on macOS).
 _MAX_SOCKET_PATH = 100
 
@@ -39,7 +41,7 @@ class FrameError(ValueError):
 
 
 def encode_frame(header: dict[str, Any], body: bytes = b"") -> bytes:
-    encoded = json.dumps(header, separators=(",", ":"), default=str).encode()
+    encoded = _HEADER.encode(header).encode()
     total = 4 + len(encoded) + len(body)
     if total > MAX_FRAME_BYTES:
         raise FrameError(f"A frame of {total} bytes is over the limit of {MAX_FRAME_BYTES}")
@@ -48,7 +50,7 @@ def encode_frame(header: dict[str, Any], body: bytes = b"") -> bytes:
 
 def frame_length(prefix: bytes) -> int:
     """The length announced by a frame's first four bytes; refuses what is over the limit."""
-    (length,) = struct.unpack(">I", prefix)
+    (length,) = _LENGTH.unpack(prefix)
     if length > MAX_FRAME_BYTES or length < 4:
         raise FrameError(f"A frame of {length} bytes is refused (limit {MAX_FRAME_BYTES})")
     return int(length)
@@ -56,11 +58,11 @@ def frame_length(prefix: bytes) -> int:
 
 def decode_frame(payload: bytes) -> tuple[dict[str, Any], bytes]:
     """The header and body of a frame's payload (what follows its length)."""
-    (header_length,) = struct.unpack(">I", payload[:4])
+    (header_length,) = _LENGTH.unpack_from(payload)
     if header_length > len(payload) - 4:
         raise FrameError("A frame's header is longer than the frame")
     try:
-        header = json.loads(payload[4 : 4 + header_length])
+        header = json.loads(payload[4 : 4 + header_length].decode())
     except ValueError as exc:
         raise FrameError(f"A frame's header is not JSON: {exc}") from exc
     if not isinstance(header, dict):
