@@ -21,10 +21,9 @@ from kiwipy.broker._store import Store
 from kiwipy.broker._wire import (
     PRODUCT,
     PROTOCOL_VERSION,
+    FrameBuffer,
     FrameError,
-    decode_frame,
     encode_frame,
-    frame_length,
 )
 
 __all__ = ("Broker", "ClientConnection")
@@ -174,17 +173,26 @@ class Broker:
             self.deliver(consumer.connection, task, consumer)
 
     def deliver(self, connection: ClientConnection, task: Task, consumer: Consumer) -> None:
+        """Send ``task`` to ``consumer``: at once if the task is not stored yet, else after the
+        commit of its delivery count.
+
+        A task published since the last commit goes out at once (as RabbitMQ delivers before
+        its fsync), so that the worker runs it while the broker commits: if the broker dies
+        before the commit, the task was never stored nor confirmed, so there is no count to
+        lose (its publisher sends it again). A stored task waits for the commit of its count,
+        so that ``redelivered`` is true after a broker crash too.
+        """
         header = {"op": "deliver", "tag": consumer.tag, **self.lease(connection, task, consumer)}
-        self.send_after_commit(connection, header, task.body)
+        if self.store.pending(task.id):
+            connection.send(header, task.body)
+        else:
+            self.send_after_commit(connection, header, task.body)
 
     def lease(
         self, connection: ClientConnection, task: Task, consumer: Consumer | None
     ) -> dict[str, Any]:
-        """Hand ``task`` to ``connection`` until it settles it or closes; the delivery's fields.
-
-        The delivery goes out after the commit of its count (:meth:`send_after_commit`), so that
-        ``redelivered`` is true after a broker crash too.
-        """
+        """Hand ``task`` to ``connection`` until it settles it or closes; the delivery's fields
+        (see :meth:`deliver` for when they may go out)."""
         redelivered = task.deliveries > 0
         task.deliveries += 1
         self.store.delivered(task.id)
@@ -227,9 +235,7 @@ class ClientConnection(asyncio.Protocol):
         self.broker = broker
         self.transport: asyncio.Transport | None = None
         self.leases: dict[int, tuple[Task, Consumer | None]] = {}
-        self._buffer = bytearray()
-        #: Bytes the buffer must hold before the next frame can be read.
-        self._needed = 4
+        self._frames = FrameBuffer()
         self._greeted = False
         self._dropped_broadcasts = 0
 
@@ -259,29 +265,11 @@ class ClientConnection(asyncio.Protocol):
         self.send(header, body)
 
     def data_received(self, data: bytes) -> None:
-        if self._buffer:
-            self._buffer += data
-            if len(self._buffer) < self._needed:
-                return  # a large frame still coming: no copy until it is whole
-            data = bytes(self._buffer)
-            self._buffer.clear()
-        offset, end = 0, len(data)
         try:
-            while end - offset >= 4:
-                length = frame_length(data[offset : offset + 4])
-                if end - offset - 4 < length:
-                    self._needed = 4 + length
-                    break
-                header, body = decode_frame(data[offset + 4 : offset + 4 + length])
-                offset += 4 + length
+            for header, body in self._frames.feed(data):
                 self._handle(header, body)
-            else:
-                self._needed = 4
         except FrameError as exc:
             self._refuse("frame", str(exc))
-            return
-        if offset < end:
-            self._buffer += data[offset:]
 
     def _refuse(self, kind: str, text: str) -> None:
         _LOGGER.warning("Closing a client connection: %s", text)

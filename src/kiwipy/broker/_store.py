@@ -150,6 +150,10 @@ class Store:
         self._added[task_id] = [queue, props, body, 0]
         return task_id
 
+    def pending(self, task_id: int) -> bool:
+        """Whether ``task_id`` was added since the last commit (it is not on disk yet)."""
+        return task_id in self._added
+
     def delivered(self, task_id: int) -> None:
         added = self._added.get(task_id)
         if added is not None:

@@ -12,12 +12,14 @@ import json
 import os
 import struct
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 __all__ = (
     "MAX_FRAME_BYTES",
     "PROTOCOL_VERSION",
+    "FrameBuffer",
     "FrameError",
     "StatePaths",
     "decode_frame",
@@ -68,6 +70,37 @@ def decode_frame(payload: bytes) -> tuple[dict[str, Any], bytes]:
     if not isinstance(header, dict):
         raise FrameError("A frame's header is not an object")
     return header, payload[4 + header_length :]
+
+
+class FrameBuffer:
+    """Splits a byte stream into frames: :meth:`feed` what arrived, get the whole frames."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        #: Bytes the buffer must hold before its next frame can be read.
+        self._needed = 4
+
+    def feed(self, data: bytes) -> Iterator[tuple[dict[str, Any], bytes]]:
+        """The frames ``data`` completes, in order, then :class:`FrameError` if one is bad.
+        Iterate to the end: what is left of ``data`` is kept at the end."""
+        if self._buffer:
+            self._buffer += data
+            if len(self._buffer) < self._needed:
+                return  # a large frame still coming: no copy until it is whole
+            data = bytes(self._buffer)
+            self._buffer.clear()
+        offset, end = 0, len(data)
+        self._needed = 4
+        while end - offset >= 4:
+            length = frame_length(data[offset : offset + 4])
+            if end - offset - 4 < length:
+                self._needed = 4 + length
+                break
+            frame = decode_frame(data[offset + 4 : offset + 4 + length])
+            offset += 4 + length
+            yield frame
+        if offset < end:
+            self._buffer += data[offset:]
 
 
 def state_directory(location: str = "", path: str = "") -> Path:

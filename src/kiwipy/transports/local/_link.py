@@ -19,11 +19,10 @@ from typing import Any
 from kiwipy._owned import OwnedTasks
 from kiwipy.broker._wire import (
     PROTOCOL_VERSION,
+    FrameBuffer,
     FrameError,
     StatePaths,
-    decode_frame,
     encode_frame,
-    frame_length,
 )
 from kiwipy.exceptions import (
     BrokerError,
@@ -53,6 +52,34 @@ class LinkDown(Exception):
     """The connection closed before the answer came: send the request again once it is back."""
 
 
+class _Connection(asyncio.Protocol):
+    """One connection to the broker: frames in as they arrive (no task of its own)."""
+
+    def __init__(self, link: BrokerLink) -> None:
+        self._link = link
+        self._frames = FrameBuffer()
+        self.generation = 0
+        self.transport: asyncio.Transport | None = None
+        self._error: BaseException | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            for header, body in self._frames.feed(data):
+                self._link._received(header, body, self.generation)
+        except FrameError as exc:
+            self._error = exc
+            assert self.transport is not None
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = self._error or exc or ConnectionResetError("the broker closed the connection")
+        self._link._closed(self.generation, reason)
+
+
 class BrokerLink:
     """One transport's connection to the local broker of ``paths``.
 
@@ -67,7 +94,7 @@ class BrokerLink:
         paths: StatePaths,
         options: dict[str, str],
         tasks: OwnedTasks,
-        on_frame: Callable[[dict[str, Any], bytes], Awaitable[None]],
+        on_frame: Callable[[dict[str, Any], bytes], None],
         on_lost: Callable[[], None],
         restore: Callable[[], Awaitable[None]],
     ) -> None:
@@ -81,7 +108,7 @@ class BrokerLink:
         self._on_frame = on_frame
         self._on_lost = on_lost
         self._restore = restore
-        self._writer: asyncio.StreamWriter | None = None
+        self._writer: asyncio.Transport | None = None
         self._up = asyncio.Event()
         self.closed = False
         self._ever_connected = False
@@ -112,36 +139,37 @@ class BrokerLink:
         self._up.set()
 
     async def _dial(self) -> None:
-        reader, writer = await open_broker(
+        writer, connection = await open_broker(
             self._paths,
+            lambda: _Connection(self),
             timeout=self._settings.connection_timeout,
             idle_timeout=self._idle_timeout,
             durability=self._durability,
         )
         self._writer = writer
         self.generation += 1
-        self._tasks.spawn(self._read(reader, writer, self.generation), "Reading from the broker")
-        hello, _ = await self.call({"op": "hello", "version": PROTOCOL_VERSION}, direct=True)
+        connection.generation = self.generation
+        try:
+            hello, _ = await self.call({"op": "hello", "version": PROTOCOL_VERSION}, direct=True)
+        except BaseException:  # no answer (a frozen broker: timed out), or refused
+            if self._writer is writer:
+                self._writer = None
+                self.generation += 1  # its loss is no news: the caller gets this exception
+            writer.close()
+            raise
         self.server_properties = {k: v for k, v in hello.items() if k not in ("op", "id")}
 
-    async def _read(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, generation: int
-    ) -> None:
-        reason: BaseException | None = None
-        try:
-            while True:
-                length = frame_length(await reader.readexactly(4))
-                header, body = decode_frame(await reader.readexactly(length))
-                if header.get("op") in ("ok", "err"):
-                    self._answered(header, body)
-                else:
-                    await self._on_frame(header, body)
-        except (asyncio.IncompleteReadError, ConnectionError, FrameError) as exc:
-            reason = exc
-        finally:
-            writer.close()
-            if generation == self.generation:
-                self._lost(reason)
+    def _received(self, header: dict[str, Any], body: bytes, generation: int) -> None:
+        if generation != self.generation:
+            return  # from a connection already given up
+        if header.get("op") in ("ok", "err"):
+            self._answered(header, body)
+        else:
+            self._on_frame(header, body)
+
+    def _closed(self, generation: int, reason: BaseException | None) -> None:
+        if generation == self.generation:
+            self._lost(reason)
 
     def _answered(self, header: dict[str, Any], body: bytes) -> None:
         future = self._waiting.pop(header.get("id") or -1, None)

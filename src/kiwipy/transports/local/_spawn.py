@@ -16,15 +16,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 from kiwipy.broker._wire import StatePaths
 from kiwipy.exceptions import ConnectionLost
 
 __all__ = ("BrokerUnavailable", "open_broker")
 
-Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
-_STREAM_LIMIT = 2**26
+P = TypeVar("P", bound=asyncio.Protocol)
 
 
 class BrokerUnavailable(ConnectionLost):
@@ -32,12 +32,17 @@ class BrokerUnavailable(ConnectionLost):
 
 
 async def open_broker(
-    paths: StatePaths, *, timeout: float, idle_timeout: float, durability: str
-) -> Streams:
-    """Streams to the broker of ``paths``, started if needed; within ``timeout`` seconds."""
-    streams = await _try_connect(paths)
-    if streams is not None:
-        return streams
+    paths: StatePaths,
+    protocol: Callable[[], P],
+    *,
+    timeout: float,
+    idle_timeout: float,
+    durability: str,
+) -> tuple[asyncio.Transport, P]:
+    """A connection to the broker of ``paths``, started if needed; within ``timeout`` seconds."""
+    connection = await _try_connect(paths, protocol)
+    if connection is not None:
+        return connection
     paths.make()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -49,19 +54,24 @@ async def open_broker(
     except TimeoutError:
         raise _unavailable(paths) from None
     while True:
-        streams = await _try_connect(paths)
-        if streams is not None:
-            return streams
+        connection = await _try_connect(paths, protocol)
+        if connection is not None:
+            return connection
         if loop.time() > deadline:
             raise _unavailable(paths)
         await asyncio.sleep(0.01)
 
 
-async def _try_connect(paths: StatePaths) -> Streams | None:
+async def _try_connect(
+    paths: StatePaths, protocol: Callable[[], P]
+) -> tuple[asyncio.Transport, P] | None:
+    loop = asyncio.get_running_loop()
     try:
-        return await asyncio.open_unix_connection(str(paths.socket), limit=_STREAM_LIMIT)
+        transport, connected = await loop.create_unix_connection(protocol, str(paths.socket))
     except (FileNotFoundError, ConnectionRefusedError):
         return None
+    assert isinstance(transport, asyncio.Transport)
+    return transport, connected
 
 
 def _start_unless_running(
