@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TypeVar
 
 from kiwipy.broker._wire import StatePaths
@@ -25,6 +26,16 @@ from kiwipy.exceptions import ConnectionLost
 __all__ = ("BrokerUnavailable", "open_broker")
 
 P = TypeVar("P", bound=asyncio.Protocol)
+#: ``python -m kiwipy.broker``, faster to start: the broker package (stdlib only) is loaded from
+#: its directory, without ``site`` nor ``kiwipy/__init__`` and what that imports (a cold
+#: client waits for this start). Arguments: the package name, its directory, the broker's own.
+_BOOT = (
+    "import importlib.util as u, sys; name, where = sys.argv.pop(1), sys.argv.pop(1); "
+    "s = u.spec_from_file_location(name, where + '/__init__.py', "
+    "submodule_search_locations=[where]); "
+    "m = u.module_from_spec(s); sys.modules[name] = m; s.loader.exec_module(m); "
+    "sys.exit(m.main())"
+)
 
 
 class BrokerUnavailable(ConnectionLost):
@@ -82,8 +93,11 @@ def _start_unless_running(
             return  # one runs (or is starting, or is frozen: the caller's wait tells)
         command = [
             sys.executable,
-            "-m",
+            "-S",
+            "-c",
+            _BOOT,
             "kiwipy.broker",
+            str(Path(__file__).resolve().parents[2] / "broker"),
             "--dir",
             str(paths.directory),
             "--idle-timeout",
