@@ -1,6 +1,10 @@
-"""Run the reliability scenarios against one private RabbitMQ node.
+"""Run the reliability scenarios against one private RabbitMQ node and local brokers.
 
-``python -m kiwipy_reliability [--full | --quick] [--only NAME ...] [--json-only]``
+``python -m kiwipy_reliability [--full | --quick] [--only NAME ... | --local] [--json-only]``
+
+The ``local_*`` scenarios run on local brokers of their own (``local://``); the RabbitMQ node
+is started only when a selected scenario needs it (``--local``: only the local ones, which
+need no RabbitMQ installed).
 
 Prints a table (figures by scenario) and, as the last line, one JSON object with the
 aggregated figures (``lost``, ``duplicated``, ``hung_futures``, ``redelivery_p99_s``,
@@ -11,6 +15,7 @@ future hung, no malformed input crashed a worker and every scenario ran; 1 other
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
@@ -22,7 +27,7 @@ from types import ModuleType
 from kiwipy_reliability.base import Scale, ScenarioResult
 from kiwipy_reliability.faults import RabbitNode
 from kiwipy_reliability.report import aggregate, format_table, passed
-from kiwipy_reliability.scenarios import ALL
+from kiwipy_reliability.scenarios import ALL, LOCAL
 
 _PACKAGE = "kiwipy_reliability.scenarios"
 _START_TIMEOUT = 120.0
@@ -54,12 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--full", action="store_true", help="the counts of RELIABILITY.md (long)")
     size.add_argument("--quick", action="store_true", help="the small counts the tests use")
-    parser.add_argument("--only", action="append", choices=ALL, metavar="NAME", help=str(ALL))
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--only", action="append", choices=ALL, metavar="NAME", help=str(ALL))
+    which.add_argument("--local", action="store_true", help="only the local:// scenarios")
     parser.add_argument("--json-only", action="store_true", help="print only the JSON summary")
     parser.add_argument("--verbose", action="store_true", help="show the library's log")
     args = parser.parse_args(argv)
     scale = Scale("full" if args.full else "test" if args.quick else "default")
-    names = args.only or ALL
+    names = LOCAL if args.local else args.only or ALL
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.CRITICAL,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
@@ -73,16 +80,23 @@ def main(argv: list[str] | None = None) -> int:
     unavailable: list[str] = []
     errors: dict[str, str] = {}
     began = time.monotonic()
-    with RabbitNode() as node:  # started by __enter__, removed at the end
-        say(f"private RabbitMQ node {node.name} on port {node.port}; scale {scale.name}")
-        for name in names:
-            module = load(name)
+    modules = {name: load(name) for name in names}
+    rabbit = any(getattr(m, "NEEDS_RABBITMQ", True) for m in modules.values() if m is not None)
+    with contextlib.ExitStack() as stack:
+        node: RabbitNode | None = None
+        if rabbit:
+            node = stack.enter_context(RabbitNode())  # started here, removed at the end
+            say(f"private RabbitMQ node {node.name} on port {node.port}; scale {scale.name}")
+        else:
+            say(f"local brokers only; scale {scale.name}")
+        for name, module in modules.items():
             if module is None:
                 say(f"{name}: not available")
                 unavailable.append(name)
                 continue
-            ensure_running(node)
-            node.reset_env()
+            if node is not None and getattr(module, "NEEDS_RABBITMQ", True):
+                ensure_running(node)
+                node.reset_env()
             say(f"{name}: running ...")
             started = time.monotonic()
             try:

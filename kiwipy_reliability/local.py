@@ -227,18 +227,14 @@ class LocalNode:
         while any(row["unacked"] for row in stats.values()) and time.monotonic() < deadline:
             time.sleep(0.05)
             stats = self.broker.queue_stats()
-        columns = {
-            "consumers": "consumers",
-            "messages_ready": "ready",
-            "messages_unacknowledged": "unacked",
-            "messages": None,
-        }
         asked = [arg for arg in args if not arg.startswith("-") and arg != "name"]
         lines = []
         for name, row in stats.items():
-            cells = [
-                str(row[columns[c]] if columns[c] else row["ready"] + row["unacked"])
-                for c in asked
-            ]
-            lines.append(" ".join([name, *cells]))
+            columns = {
+                "consumers": row["consumers"],
+                "messages_ready": row["ready"],
+                "messages_unacknowledged": row["unacked"],
+                "messages": row["ready"] + row["unacked"],
+            }
+            lines.append(" ".join([name, *(str(columns[column]) for column in asked)]))
         return "\n".join(lines)
