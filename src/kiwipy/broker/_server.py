@@ -45,6 +45,8 @@ class Task:
     properties: dict[str, Any]
     body: bytes
     deliveries: int = 0
+    #: Whether a delivery count is on disk: from then on, ``redelivered`` survives a crash.
+    counted: bool = False
 
 
 @dataclasses.dataclass(eq=False)
@@ -80,12 +82,15 @@ class Broker:
         self.queues: dict[str, Queue] = {name: Queue(name) for name in store.queues()}
         for task_id, queue, props, body, deliveries in store.tasks():
             owner = self.queues.setdefault(queue, Queue(queue))
-            owner.ready.append(Task(task_id, queue, json.loads(props), body, deliveries))
+            task = Task(task_id, queue, json.loads(props), body, deliveries, deliveries > 0)
+            owner.ready.append(task)
         self.rpc: dict[str, ClientConnection] = {}
         self.broadcasts: dict[str, dict[tuple[ClientConnection, str], None]] = {}
         self.replies: dict[str, ClientConnection] = {}
         self.connections: set[ClientConnection] = set()
         self._after_commit: list[tuple[ClientConnection, dict[str, Any], bytes]] = []
+        #: Tasks whose first delivery count the next commit writes.
+        self._counting: list[Task] = []
         self._flush_soon: asyncio.Handle | None = None
         self._flush_later: asyncio.TimerHandle | None = None
         self._arm_idle_timer()
@@ -157,6 +162,9 @@ class Broker:
                 handle.cancel()
         self._flush_soon = self._flush_later = None
         self.store.commit()
+        for task in self._counting:
+            task.counted = True
+        self._counting.clear()
         frames, self._after_commit = self._after_commit, []
         for connection, header, body in frames:
             connection.send(header, body)
@@ -173,17 +181,20 @@ class Broker:
             self.deliver(consumer.connection, task, consumer)
 
     def deliver(self, connection: ClientConnection, task: Task, consumer: Consumer) -> None:
-        """Send ``task`` to ``consumer``: at once if the task is not stored yet, else after the
-        commit of its delivery count.
+        """Send ``task`` to ``consumer``: at once, unless this is the first delivery of a
+        stored task, which waits for the commit of its count.
 
         A task published since the last commit goes out at once (as RabbitMQ delivers before
         its fsync), so that the worker runs it while the broker commits: if the broker dies
         before the commit, the task was never stored nor confirmed, so there is no count to
-        lose (its publisher sends it again). A stored task waits for the commit of its count,
-        so that ``redelivered`` is true after a broker crash too.
+        lose (its publisher sends it again). A stored task's first delivery waits for the
+        commit of its count, so that ``redelivered`` is true after a broker crash too; once a
+        count is on disk, that holds whatever happens, so a redelivery (a worker killed) goes
+        out at once.
         """
+        pending = self.store.pending(task.id)
         header = {"op": "deliver", "tag": consumer.tag, **self.lease(connection, task, consumer)}
-        if self.store.pending(task.id):
+        if pending or task.counted:
             connection.send(header, task.body)
         else:
             self.send_after_commit(connection, header, task.body)
@@ -195,6 +206,8 @@ class Broker:
         (see :meth:`deliver` for when they may go out)."""
         redelivered = task.deliveries > 0
         task.deliveries += 1
+        if not task.counted:
+            self._counting.append(task)
         self.store.delivered(task.id)
         connection.leases[task.id] = (task, consumer)
         return {
