@@ -24,6 +24,7 @@ from kiwipy.broker._wire import (
     FrameBuffer,
     FrameError,
     encode_frame,
+    encode_ok,
 )
 
 __all__ = ("Broker", "ClientConnection")
@@ -88,7 +89,9 @@ class Broker:
         self.broadcasts: dict[str, dict[tuple[ClientConnection, str], None]] = {}
         self.replies: dict[str, ClientConnection] = {}
         self.connections: set[ClientConnection] = set()
-        self._after_commit: list[tuple[ClientConnection, dict[str, Any], bytes]] = []
+        self._loop = asyncio.get_running_loop()
+        #: Frames that wait for the next commit, with their connection.
+        self._after_commit: list[tuple[ClientConnection, bytes]] = []
         #: Tasks whose first delivery count the next commit writes.
         self._counting: list[Task] = []
         self._flush_soon: asyncio.Handle | None = None
@@ -127,8 +130,7 @@ class Broker:
     def _arm_idle_timer(self) -> None:
         if self.connections or self._idle_timeout <= 0 or self._idle_timer is not None:
             return
-        loop = asyncio.get_running_loop()
-        self._idle_timer = loop.call_later(self._idle_timeout, self._idle)
+        self._idle_timer = self._loop.call_later(self._idle_timeout, self._idle)
 
     def _idle(self) -> None:
         if not self.connections:
@@ -140,20 +142,25 @@ class Broker:
     def confirm_after_commit(self, connection: ClientConnection, request: int) -> None:
         """Answer ``request`` once what it wrote is committed: at the end of this loop turn,
         with whatever else the turn wrote (group commit)."""
-        self.send_after_commit(connection, {"op": "ok", "id": request})
+        self._defer(connection, encode_ok(request))
 
     def send_after_commit(
         self, connection: ClientConnection, header: dict[str, Any], body: bytes = b""
     ) -> None:
-        self._after_commit.append((connection, header, body))
+        """Send a delivery once its count is committed (later deliveries to that connection
+        wait too, so that they keep their order)."""
+        connection.deferred = True
+        self._defer(connection, encode_frame(header, body))
+
+    def _defer(self, connection: ClientConnection, frame: bytes) -> None:
+        self._after_commit.append((connection, frame))
         if self._flush_soon is None:
-            self._flush_soon = asyncio.get_running_loop().call_soon(self.flush)
+            self._flush_soon = self._loop.call_soon(self.flush)
 
     def commit_lazily(self) -> None:
         """Commit soon, but no sooner than a confirm needs (acks and delivery counts)."""
         if self._flush_soon is None and self._flush_later is None:
-            loop = asyncio.get_running_loop()
-            self._flush_later = loop.call_later(_LAZY_COMMIT_S, self.flush)
+            self._flush_later = self._loop.call_later(_LAZY_COMMIT_S, self.flush)
 
     def flush(self) -> None:
         """Commit, then confirm every publish the commit covers."""
@@ -166,8 +173,12 @@ class Broker:
             task.counted = True
         self._counting.clear()
         frames, self._after_commit = self._after_commit, []
-        for connection, header, body in frames:
-            connection.send(header, body)
+        batches: dict[ClientConnection, list[bytes]] = {}
+        for connection, frame in frames:
+            connection.deferred = False
+            batches.setdefault(connection, []).append(frame)
+        for connection, batch in batches.items():  # one write each
+            connection.write(batch[0] if len(batch) == 1 else b"".join(batch))
 
     # -- tasks ---------------------------------------------------------------------------------
 
@@ -194,7 +205,7 @@ class Broker:
         """
         pending = self.store.pending(task.id)
         header = {"op": "deliver", "tag": consumer.tag, **self.lease(connection, task, consumer)}
-        if pending or task.counted:
+        if (pending or task.counted) and not connection.deferred:
             connection.send(header, task.body)
         else:
             self.send_after_commit(connection, header, task.body)
@@ -249,6 +260,8 @@ class ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.leases: dict[int, tuple[Task, Consumer | None]] = {}
         self._frames = FrameBuffer()
+        #: Whether a delivery to this connection waits for the next commit.
+        self.deferred = False
         self._greeted = False
         self._dropped_broadcasts = 0
 
@@ -261,9 +274,12 @@ class ClientConnection(asyncio.Protocol):
         self.broker.disconnected(self)
 
     def send(self, header: dict[str, Any], body: bytes = b"") -> None:
+        self.write(encode_frame(header, body))
+
+    def write(self, frames: bytes) -> None:
         transport = self.transport
         if transport is not None and not transport.is_closing():
-            transport.write(encode_frame(header, body))
+            transport.write(frames)
 
     def send_broadcast(self, header: dict[str, Any], body: bytes) -> None:
         transport = self.transport

@@ -24,6 +24,7 @@ __all__ = (
     "StatePaths",
     "decode_frame",
     "encode_frame",
+    "encode_ok",
     "state_directory",
 )
 
@@ -48,6 +49,14 @@ def encode_frame(header: dict[str, Any], body: bytes = b"") -> bytes:
     if total > MAX_FRAME_BYTES:
         raise FrameError(f"A frame of {total} bytes is over the limit of {MAX_FRAME_BYTES}")
     return _LENGTHS.pack(total, len(encoded)) + encoded + body
+
+
+def encode_ok(request: Any) -> bytes:
+    """``encode_frame({"op": "ok", "id": request})``, made quickly for an int (a confirm)."""
+    if type(request) is not int:
+        return encode_frame({"op": "ok", "id": request})
+    header = b'{"op":"ok","id":%d}' % request
+    return _LENGTHS.pack(4 + len(header), len(header)) + header
 
 
 def frame_length(prefix: bytes) -> int:
