@@ -79,7 +79,7 @@ class LocalDelivery(Delivery):
             return
         self._settled = True
         self._transport._unsettled.discard(self)
-        self._transport._link.send({**header, "dtag": self._tag, "epoch": self._epoch})
+        self._transport._link.send_soon({**header, "dtag": self._tag, "epoch": self._epoch})
 
 
 class _Subscription(Subscription):

@@ -116,6 +116,8 @@ class BrokerLink:
         self.generation = 0
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[Frame]] = {}
+        #: Frames held until the end of the loop turn (:meth:`send_soon`).
+        self._soon: list[bytes] = []
         self.link_callbacks: list[LinkCallback] = []
         self.server_properties: dict[str, Any] = {}
 
@@ -181,6 +183,7 @@ class BrokerLink:
     def _lost(self, reason: BaseException | None) -> None:
         self._up.clear()
         self._writer = None
+        self._soon.clear()  # settlements of deliveries that are stale now
         self.generation += 1  # what was delivered on the old connection is stale now
         for future in self._waiting.values():
             if not future.done():
@@ -213,9 +216,31 @@ class BrokerLink:
             return
 
     def send(self, header: dict[str, Any], body: bytes = b"") -> None:
+        """Send a frame now (after the frames :meth:`send_soon` holds, in one write)."""
+        frame = encode_frame(header, body)
+        if self._soon:
+            frame = b"".join([*self._soon, frame])
+            self._soon.clear()
         writer = self._writer
         if writer is not None and not writer.is_closing():
-            writer.write(encode_frame(header, body))
+            writer.write(frame)
+
+    def send_soon(self, header: dict[str, Any]) -> None:
+        """Send a frame nobody waits for (an ack) at the end of this loop turn, with the others
+        of the turn: one write, and one wake-up of the broker, for all of them. Frames sent
+        with :meth:`send` meanwhile go after them."""
+        self._soon.append(encode_frame(header))
+        if len(self._soon) == 1:
+            asyncio.get_running_loop().call_soon(self._send_held, self.generation)
+
+    def _send_held(self, generation: int) -> None:
+        if generation != self.generation:
+            return  # the connection they were for is gone (and they with it: _lost)
+        frames = b"".join(self._soon)
+        self._soon.clear()
+        writer = self._writer
+        if frames and writer is not None and not writer.is_closing():
+            writer.write(frames)
 
     async def call(
         self, header: dict[str, Any], body: bytes = b"", *, direct: bool = False
