@@ -92,12 +92,7 @@ def _start_unless_running(
         if _socket_accepts(paths) or _broker_lock_held(paths):
             return  # one runs (or is starting, or is frozen: the caller's wait tells)
         command = [
-            sys.executable,
-            "-S",
-            "-c",
-            _BOOT,
-            "kiwipy.broker",
-            str(Path(__file__).resolve().parents[2] / "broker"),
+            *_broker_command(),
             "--dir",
             str(paths.directory),
             "--idle-timeout",
@@ -118,6 +113,14 @@ def _start_unless_running(
         _wait_ready(process, timeout)
         # It lives on in its own session; a thread of ours reaps it when it exits (no zombie).
         threading.Thread(target=process.wait, name="kiwipy-broker-reaper", daemon=True).start()
+
+
+def _broker_command() -> list[str]:
+    """``python -m kiwipy.broker``, in its faster form when the package is plain files."""
+    package = Path(__file__).resolve().parents[2] / "broker"
+    if (package / "__init__.py").is_file():
+        return [sys.executable, "-S", "-c", _BOOT, "kiwipy.broker", str(package)]
+    return [sys.executable, "-m", "kiwipy.broker"]
 
 
 def _wait_ready(process: subprocess.Popen[bytes], timeout: float) -> None:
