@@ -6,7 +6,10 @@
 Each repetition measures both transports one after the other (their order alternating), with a
 worker communicator in the same process; figures are medians. Printed: a table with the ratio
 local / RabbitMQ, then one JSON line. Durability is the default on both: RabbitMQ confirms a
-persistent message on a durable queue; the local broker confirms after an fsynced commit.
+persistent message on a durable queue; the local broker confirms after an fsynced commit
+(``awaited_send_process_per_s``: the local broker with ``durability=process``, which survives
+the crash of any process but not of the machine, beside the same RabbitMQ figure).
+``bench/run.py`` runs this too (its "local:// beside RabbitMQ" table).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -117,34 +122,80 @@ FIGURES: dict[str, Callable[[str, int], Awaitable[float]]] = {
     "awaited_send_per_s": awaited_sends_one_at_a_time,
     "rpc_p50_ms": rpc_p50_ms,
 }
+#: Lower is better for these (ms, s); higher for the rates.
+UNITS = {
+    "tasks_reply_pipelined_per_s": "/s",
+    "awaited_send_per_s": "/s",
+    "awaited_send_process_per_s": "/s",
+    "rpc_p50_ms": "ms",
+    "cold_first_reply_s": "s",
+}
+
+
+def stop_broker(directory: str) -> None:
+    """Stop the local broker of ``directory`` if one runs (it would exit when idle anyway)."""
+    try:
+        with open(os.path.join(directory, "broker.pid")) as pid_file:
+            pid = int(pid_file.read())
+        os.kill(pid, signal.SIGTERM)
+    except (OSError, ValueError):
+        pass
+
+
+def measure(n: int, reps: int, amqp_url: str = AMQP_URL) -> dict[str, dict[str, float]]:
+    """``{figure: {"local", "rabbitmq", "local/rabbitmq"}}``: medians over ``reps``."""
+    root = tempfile.mkdtemp(prefix="kiwipy-bench-")
+    state = os.path.join(root, "full")
+    urls = {"local": f"local://{state}?idle_timeout=30", "rabbitmq": amqp_url}
+    process_url = f"local://{os.path.join(root, 'process')}?idle_timeout=30&durability=process"
+    results: dict[str, dict[str, list[float]]] = {name: {} for name in UNITS}
+    try:
+        for rep in range(reps):
+            order = list(urls.items()) if rep % 2 == 0 else list(reversed(urls.items()))
+            for transport, url in order:
+                for figure, run in FIGURES.items():
+                    value = asyncio.run(run(url, n))
+                    results[figure].setdefault(transport, []).append(value)
+                if transport == "local":
+                    rate = asyncio.run(awaited_sends_one_at_a_time(process_url, n))
+                    results["awaited_send_process_per_s"].setdefault("local", []).append(rate)
+                    cold_state = os.path.join(root, f"cold-{rep}")
+                    cold = cold_first_reply_s(f"local://{cold_state}?idle_timeout=5")
+                    stop_broker(cold_state)
+                else:
+                    cold = cold_first_reply_s(url)
+                results["cold_first_reply_s"].setdefault(transport, []).append(cold)
+    finally:
+        for directory in os.listdir(root):
+            stop_broker(os.path.join(root, directory))
+        shutil.rmtree(root, ignore_errors=True)
+    results["awaited_send_process_per_s"]["rabbitmq"] = results["awaited_send_per_s"]["rabbitmq"]
+    out: dict[str, dict[str, float]] = {}
+    for figure, values in results.items():
+        local = statistics.median(values["local"])
+        rabbitmq = statistics.median(values["rabbitmq"])
+        out[figure] = {"local": local, "rabbitmq": rabbitmq, "local/rabbitmq": local / rabbitmq}
+    return out
+
+
+def table(medians: dict[str, dict[str, float]]) -> str:
+    lines = [f"{'figure':<30}{'unit':>5}{'local':>12}{'rabbitmq':>12}{'local/rabbitmq':>16}"]
+    for figure, value in medians.items():
+        lines.append(
+            f"{figure:<30}{UNITS[figure]:>5}{value['local']:>12.3f}{value['rabbitmq']:>12.3f}"
+            f"{value['local/rabbitmq']:>16.2f}"
+        )
+    return "\n".join(lines)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--url", default=AMQP_URL, help="the RabbitMQ to compare with")
     options = parser.parse_args()
-    state = tempfile.mkdtemp(prefix="kiwipy-bench-")
-    urls = {"local": f"local://{state}?idle_timeout=20", "rabbitmq": AMQP_URL}
-    results: dict[str, dict[str, list[float]]] = {name: {} for name in FIGURES}
-    results["cold_first_reply_s"] = {}
-    for rep in range(options.reps):
-        order = list(urls.items()) if rep % 2 == 0 else list(reversed(urls.items()))
-        for transport, url in order:
-            for figure, measure in FIGURES.items():
-                value = asyncio.run(measure(url, options.n))
-                results[figure].setdefault(transport, []).append(value)
-            cold_url = f"local://{tempfile.mkdtemp(prefix='kiwipy-cold-')}?idle_timeout=2"
-            cold = cold_first_reply_s(cold_url if transport == "local" else url)
-            results["cold_first_reply_s"].setdefault(transport, []).append(cold)
-    medians = {
-        figure: {t: statistics.median(v) for t, v in values.items()}
-        for figure, values in results.items()
-    }
-    print(f"{'figure':<30}{'local':>12}{'rabbitmq':>12}{'local/rabbitmq':>16}")
-    for figure, value in medians.items():
-        ratio = value["local"] / value["rabbitmq"]
-        print(f"{figure:<30}{value['local']:>12.3f}{value['rabbitmq']:>12.3f}{ratio:>16.2f}")
+    medians = measure(options.n, options.reps, options.url)
+    print(table(medians))
     print(json.dumps({"n": options.n, "reps": options.reps, "medians": medians}))
     return 0
 

@@ -4,12 +4,17 @@
     python bench/run.py --full                   # every pattern at N = 500, 2000, 8000
     python bench/run.py --tiny                   # seconds (the smoke test)
     python bench/run.py --quick --with-kiwipy09  # make bench/.venv-kiwipy09 first if missing
+    python bench/run.py --quick --only local     # only local:// beside RabbitMQ
 
 Every measurement is a driver process (plus its worker processes) of one implementation; the
 implementations of a figure run one after the other, their order rotating from one repetition
 to the next. Prints the figures (medians over the repetitions, with ours/raw and ours/kiwipy09
 ratios), the measurements with their memory and CPU, and as the last line one JSON object
 mapping each figure name to ``{"ours", "raw", "kiwipy09", "vs_raw", "vs_kiwipy09"}``.
+Then (unless ``--no-local``) our kiwipy on the local broker beside the same on RabbitMQ, in the
+same run (``bench/local_bench.py``: durable tasks with replies pipelined, one awaited send at a
+time, RPC p50, cold connect to first reply with the broker's spawn); its figures are in the
+JSON object too, as ``local_<figure>: {"local", "rabbitmq", "local/rabbitmq"}``.
 Progress and errors go to stderr.
 """
 
@@ -27,8 +32,10 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import broker
+import local_bench
 import plan
 import report
 import venv09
@@ -39,6 +46,9 @@ HERE = Path(__file__).resolve().parent
 QUICK_BUDGET_S = 180.0
 #: A measurement that takes longer than this (plus a little per message) has hung.
 DRIVER_TIMEOUT_S = 120.0
+#: local:// beside RabbitMQ: (N, repetitions) per mode.
+LOCAL_SIZES = {"tiny": (40, 1), "quick": (1000, 3), "full": (2000, 5)}
+LOCAL_PREFIX = "local_"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -57,6 +67,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", help="measure only the figures whose name matches this regex")
     parser.add_argument("--list", action="store_true", help="print the plan and stop")
     parser.add_argument("--out", type=Path, help="append every run's raw result to this JSONL")
+    parser.add_argument("--no-local", action="store_true", help="skip local:// beside RabbitMQ")
     parser.add_argument(
         "--profile",
         type=Path,
@@ -197,20 +208,59 @@ def main(argv: Sequence[str] | None = None) -> int:
     compile_ours()
     started, load_at_start = time.monotonic(), os.getloadavg()[0]
     log(f"mode {mode.name}: {sum(len(g.keys) * g.reps for g in groups)} measurements")
-    records = Runner(mode, args.url, pythons, args.profile).run_all(groups)
+    runner = Runner(mode, args.url, pythons, args.profile)
+    records = runner.run_all(groups) if groups else []
+    local = run_local(args) if wants_local(args) else None
     elapsed = time.monotonic() - started
     if args.out:
         with args.out.open("a") as out:
             out.writelines(json.dumps(record.to_json()) + "\n" for record in records)
     table = report.medians(records)
-    values = report.figure_values(figures, ratios, table)
+    values: dict[str, Any] = dict(report.figure_values(figures, ratios, table))
     print(_summary(mode, impls, elapsed, load_at_start))
-    print(report.figures_table(figures, values))
-    print()
-    print(report.measurements_table(records, table))
+    if figures:
+        print(report.figures_table(figures, values))
+        print()
+        print(report.measurements_table(records, table))
+    if local is not None:
+        n, reps = LOCAL_SIZES[mode.name]
+        print(f"\nlocal:// beside RabbitMQ, our kiwipy on both (N = {n}, {reps} reps, medians):")
+        print(local_bench.table(local))
+        values.update({LOCAL_PREFIX + name: row for name, row in local.items()})
     print(json.dumps(values))
     _warn(mode, elapsed, load_at_start, records)
-    return 1 if any(row["ours"] is None for row in values.values()) else 0
+    failed = any(row.get("ours", 0) is None for row in values.values())
+    return 1 if failed or (wants_local(args) and local is None) else 0
+
+
+def wants_local(args: argparse.Namespace) -> bool:
+    names = [LOCAL_PREFIX + name for name in local_bench.UNITS]
+    return not args.no_local and (
+        not args.only or any(re.search(args.only, name) for name in names)
+    )
+
+
+def run_local(args: argparse.Namespace) -> dict[str, dict[str, float]] | None:
+    """local_bench in its own process: ``{figure: {"local", "rabbitmq", "local/rabbitmq"}}``."""
+    n, reps = LOCAL_SIZES[args.mode]
+    log(f"local:// beside RabbitMQ: N = {n}, {reps} reps")
+    command = [sys.executable, str(HERE / "local_bench.py"), "--n", str(n), "--reps", str(reps)]
+    try:
+        done = subprocess.run(  # noqa: S603 (our own script)
+            [*command, "--url", args.url],
+            capture_output=True,
+            text=True,
+            timeout=DRIVER_TIMEOUT_S * reps,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        log("FAILED local:// beside RabbitMQ: no result in time")
+        return None
+    if done.returncode != 0:
+        log(f"FAILED local:// beside RabbitMQ: {done.stderr.strip()[-2000:]}")
+        return None
+    medians: dict[str, dict[str, float]] = json.loads(done.stdout.splitlines()[-1])["medians"]
+    return medians
 
 
 def _warn(mode: plan.Mode, elapsed: float, load: float, records: list[report.Record]) -> None:

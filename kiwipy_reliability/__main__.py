@@ -1,10 +1,14 @@
-"""Run the reliability scenarios against one private RabbitMQ node (or a 3-node cluster).
+"""Run the reliability scenarios against one private RabbitMQ node and local brokers (or a
+3-node cluster).
 
-``python -m kiwipy_reliability [--full | --quick] [--cluster] [--only NAME ...] [--json-only]``
+``python -m kiwipy_reliability [--full | --quick] [--only NAME ... | --local | --cluster]
+[--json-only]``
 
-``--cluster`` runs the cluster scenarios (quorum task queue; leader kill, leader freeze, rolling
-restart, kiwipy 0.9 peers) on three private nodes instead; their missed targets are listed
-under ``target_misses`` and fail the run.
+The ``local_*`` scenarios run on local brokers of their own (``local://``); the RabbitMQ node
+is started only when a selected scenario needs it (``--local``: only the local ones, which
+need no RabbitMQ installed). ``--cluster`` runs the cluster scenarios (quorum task queue;
+leader kill, leader freeze, rolling restart, kiwipy 0.9 peers) on three private nodes instead;
+their missed targets are listed under ``target_misses`` and fail the run.
 
 Prints a table (figures by scenario) and, as the last line, one JSON object with the
 aggregated figures (``lost``, ``duplicated``, ``hung_futures``, ``redelivery_p99_s``,
@@ -15,6 +19,7 @@ future hung, no malformed input crashed a worker and every scenario ran; 1 other
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
@@ -28,7 +33,7 @@ from kiwipy_reliability.base import Scale, ScenarioResult
 from kiwipy_reliability.faults import RabbitNode
 from kiwipy_reliability.faults.cluster import RabbitCluster
 from kiwipy_reliability.report import aggregate, format_table, passed
-from kiwipy_reliability.scenarios import ALL, CLUSTER
+from kiwipy_reliability.scenarios import ALL, CLUSTER, LOCAL
 
 _PACKAGE = "kiwipy_reliability.scenarios"
 _START_TIMEOUT = 120.0
@@ -60,17 +65,19 @@ def main(argv: list[str] | None = None) -> int:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--full", action="store_true", help="the counts of RELIABILITY.md (long)")
     size.add_argument("--quick", action="store_true", help="the small counts the tests use")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
+        "--only", action="append", choices=ALL + CLUSTER, metavar="NAME", help=str(ALL + CLUSTER)
+    )
+    which.add_argument("--local", action="store_true", help="only the local:// scenarios")
     parser.add_argument(
         "--cluster", action="store_true", help="the cluster scenarios, on three private nodes"
-    )
-    parser.add_argument(
-        "--only", action="append", choices=ALL + CLUSTER, metavar="NAME", help=str(ALL + CLUSTER)
     )
     parser.add_argument("--json-only", action="store_true", help="print only the JSON summary")
     parser.add_argument("--verbose", action="store_true", help="show the library's log")
     args = parser.parse_args(argv)
     scale = Scale("full" if args.full else "test" if args.quick else "default")
-    names = args.only or (CLUSTER if args.cluster else ALL)
+    names = LOCAL if args.local else args.only or (CLUSTER if args.cluster else ALL)
     if args.cluster != all(name in CLUSTER for name in names):
         parser.error("--cluster runs only (and all of) the cluster scenarios " + str(CLUSTER))
     logging.basicConfig(
@@ -88,16 +95,23 @@ def main(argv: list[str] | None = None) -> int:
     unavailable: list[str] = []
     errors: dict[str, str] = {}
     began = time.monotonic()
-    with RabbitNode() as node:  # started by __enter__, removed at the end
-        say(f"private RabbitMQ node {node.name} on port {node.port}; scale {scale.name}")
-        for name in names:
-            module = load(name)
+    modules = {name: load(name) for name in names}
+    rabbit = any(getattr(m, "NEEDS_RABBITMQ", True) for m in modules.values() if m is not None)
+    with contextlib.ExitStack() as stack:
+        node: RabbitNode | None = None
+        if rabbit:
+            node = stack.enter_context(RabbitNode())  # started here, removed at the end
+            say(f"private RabbitMQ node {node.name} on port {node.port}; scale {scale.name}")
+        else:
+            say(f"local brokers only; scale {scale.name}")
+        for name, module in modules.items():
             if module is None:
                 say(f"{name}: not available")
                 unavailable.append(name)
                 continue
-            ensure_running(node)
-            node.reset_env()
+            if node is not None and getattr(module, "NEEDS_RABBITMQ", True):
+                ensure_running(node)
+                node.reset_env()
             say(f"{name}: running ...")
             started = time.monotonic()
             try:

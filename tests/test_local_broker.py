@@ -24,6 +24,8 @@ import kiwipy.aio
 from kiwipy.broker._wire import PROTOCOL_VERSION, decode_frame, encode_frame
 from kiwipy.exceptions import ConnectionLost, DuplicateSubscriberIdentifier, UnroutableError
 from kiwipy.transports.base import Message
+from kiwipy_reliability.local import LocalBroker, brokers_serving, run_python, stop
+from kiwipy_reliability.scenarios.local_spawn_race import race
 from tests.conftest import stop_local_broker
 
 pytestmark = pytest.mark.timeout(120)
@@ -45,40 +47,6 @@ def broker_pid(directory: Path) -> int:
     return int((directory / "broker.pid").read_text())
 
 
-def brokers_serving(directory: Path) -> list[int]:
-    """PIDs of live broker processes started for ``directory`` (from /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            command = (entry / "cmdline").read_bytes().split(b"\0")
-            status = (entry / "stat").read_text().split()[2]
-        except OSError:
-            continue
-        if b"kiwipy.broker" in command and str(directory).encode() in command and status != "Z":
-            found.append(int(entry.name))
-    return found
-
-
-def run_python(code: str, *args: str) -> subprocess.Popen[str]:
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-
-
-def stop(process: subprocess.Popen[str]) -> None:
-    """Kill ``process`` (if still running) and close its pipes."""
-    process.kill()
-    process.communicate(timeout=10)
-
-
 @pytest.fixture
 async def client(state: Path) -> AsyncIterator[kiwipy.aio.AsyncCommunicator]:
     communicator = await kiwipy.aio.connect(url_of(state), testing_mode=True)
@@ -86,23 +54,9 @@ async def client(state: Path) -> AsyncIterator[kiwipy.aio.AsyncCommunicator]:
     await communicator.close()
 
 
-CONNECT_AND_PRINT_PID = """
-    import asyncio, sys, kiwipy.aio
-    async def main():
-        comm = await kiwipy.aio.connect(sys.argv[1])
-        print(comm.server_properties["pid"], flush=True)
-        await comm.close()
-    asyncio.run(main())
-"""
-
-
 def test_twenty_clients_racing_to_spawn_give_one_broker(state: Path) -> None:
-    clients = [run_python(CONNECT_AND_PRINT_PID, url_of(state)) for _ in range(20)]
-    pids = set()
-    for process in clients:
-        out, err = process.communicate(timeout=60)
-        assert process.returncode == 0, err
-        pids.add(int(out.strip()))
+    pids, errors = race(LocalBroker(state, idle_timeout=30))
+    assert not errors
     assert len(pids) == 1
     assert brokers_serving(state) == [pids.pop()]
 

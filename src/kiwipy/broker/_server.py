@@ -21,10 +21,10 @@ from kiwipy.broker._store import Store
 from kiwipy.broker._wire import (
     PRODUCT,
     PROTOCOL_VERSION,
+    FrameBuffer,
     FrameError,
-    decode_frame,
     encode_frame,
-    frame_length,
+    encode_ok,
 )
 
 __all__ = ("Broker", "ClientConnection")
@@ -36,15 +36,18 @@ _LOGGER = logging.getLogger("kiwipy.broker")
 BROADCAST_HIGH_WATER = 8 * 1024 * 1024
 #: Longest wait before a write that no confirm waits for (an ack, a delivery count) is committed.
 _LAZY_COMMIT_S = 0.05
+_PROPERTIES = json.JSONEncoder(separators=(",", ":"))
 
 
 @dataclasses.dataclass(eq=False)
 class Task:
     id: int
     queue: str
-    props: str
+    properties: dict[str, Any]
     body: bytes
     deliveries: int = 0
+    #: Whether a delivery count is on disk: from then on, ``redelivered`` survives a crash.
+    counted: bool = False
 
 
 @dataclasses.dataclass(eq=False)
@@ -80,12 +83,17 @@ class Broker:
         self.queues: dict[str, Queue] = {name: Queue(name) for name in store.queues()}
         for task_id, queue, props, body, deliveries in store.tasks():
             owner = self.queues.setdefault(queue, Queue(queue))
-            owner.ready.append(Task(task_id, queue, props, body, deliveries))
+            task = Task(task_id, queue, json.loads(props), body, deliveries, deliveries > 0)
+            owner.ready.append(task)
         self.rpc: dict[str, ClientConnection] = {}
         self.broadcasts: dict[str, dict[tuple[ClientConnection, str], None]] = {}
         self.replies: dict[str, ClientConnection] = {}
         self.connections: set[ClientConnection] = set()
-        self._after_commit: list[tuple[ClientConnection, dict[str, Any], bytes]] = []
+        self._loop = asyncio.get_running_loop()
+        #: Frames that wait for the next commit, with their connection.
+        self._after_commit: list[tuple[ClientConnection, bytes]] = []
+        #: Tasks whose first delivery count the next commit writes.
+        self._counting: list[Task] = []
         self._flush_soon: asyncio.Handle | None = None
         self._flush_later: asyncio.TimerHandle | None = None
         self._arm_idle_timer()
@@ -122,8 +130,7 @@ class Broker:
     def _arm_idle_timer(self) -> None:
         if self.connections or self._idle_timeout <= 0 or self._idle_timer is not None:
             return
-        loop = asyncio.get_running_loop()
-        self._idle_timer = loop.call_later(self._idle_timeout, self._idle)
+        self._idle_timer = self._loop.call_later(self._idle_timeout, self._idle)
 
     def _idle(self) -> None:
         if not self.connections:
@@ -135,20 +142,25 @@ class Broker:
     def confirm_after_commit(self, connection: ClientConnection, request: int) -> None:
         """Answer ``request`` once what it wrote is committed: at the end of this loop turn,
         with whatever else the turn wrote (group commit)."""
-        self.send_after_commit(connection, {"op": "ok", "id": request})
+        self._defer(connection, encode_ok(request))
 
     def send_after_commit(
         self, connection: ClientConnection, header: dict[str, Any], body: bytes = b""
     ) -> None:
-        self._after_commit.append((connection, header, body))
+        """Send a delivery once its count is committed (later deliveries to that connection
+        wait too, so that they keep their order)."""
+        connection.deferred = True
+        self._defer(connection, encode_frame(header, body))
+
+    def _defer(self, connection: ClientConnection, frame: bytes) -> None:
+        self._after_commit.append((connection, frame))
         if self._flush_soon is None:
-            self._flush_soon = asyncio.get_running_loop().call_soon(self.flush)
+            self._flush_soon = self._loop.call_soon(self.flush)
 
     def commit_lazily(self) -> None:
         """Commit soon, but no sooner than a confirm needs (acks and delivery counts)."""
         if self._flush_soon is None and self._flush_later is None:
-            loop = asyncio.get_running_loop()
-            self._flush_later = loop.call_later(_LAZY_COMMIT_S, self.flush)
+            self._flush_later = self._loop.call_later(_LAZY_COMMIT_S, self.flush)
 
     def flush(self) -> None:
         """Commit, then confirm every publish the commit covers."""
@@ -157,9 +169,16 @@ class Broker:
                 handle.cancel()
         self._flush_soon = self._flush_later = None
         self.store.commit()
+        for task in self._counting:
+            task.counted = True
+        self._counting.clear()
         frames, self._after_commit = self._after_commit, []
-        for connection, header, body in frames:
-            connection.send(header, body)
+        batches: dict[ClientConnection, list[bytes]] = {}
+        for connection, frame in frames:
+            connection.deferred = False
+            batches.setdefault(connection, []).append(frame)
+        for connection, batch in batches.items():  # one write each
+            connection.write(batch[0] if len(batch) == 1 else b"".join(batch))
 
     # -- tasks ---------------------------------------------------------------------------------
 
@@ -173,23 +192,41 @@ class Broker:
             self.deliver(consumer.connection, task, consumer)
 
     def deliver(self, connection: ClientConnection, task: Task, consumer: Consumer) -> None:
+        """Send ``task`` to ``consumer``: at once, unless this is the first delivery of a
+        stored task, which waits for the commit of its count.
+
+        A task published since the last commit goes out at once (as RabbitMQ delivers before
+        its fsync), so that the worker runs it while the broker commits: if the broker dies
+        before the commit, the task was never stored nor confirmed, so there is no count to
+        lose (its publisher sends it again). A stored task's first delivery waits for the
+        commit of its count, so that ``redelivered`` is true after a broker crash too; once a
+        count is on disk, that holds whatever happens, so a redelivery (a worker killed) goes
+        out at once.
+        """
+        pending = self.store.pending(task.id)
         header = {"op": "deliver", "tag": consumer.tag, **self.lease(connection, task, consumer)}
-        self.send_after_commit(connection, header, task.body)
+        if (pending or task.counted) and not connection.deferred:
+            connection.send(header, task.body)
+        else:
+            self.send_after_commit(connection, header, task.body)
 
     def lease(
         self, connection: ClientConnection, task: Task, consumer: Consumer | None
     ) -> dict[str, Any]:
-        """Hand ``task`` to ``connection`` until it settles it or closes; the delivery's fields.
-
-        The delivery goes out after the commit of its count (:meth:`send_after_commit`), so that
-        ``redelivered`` is true after a broker crash too.
-        """
+        """Hand ``task`` to ``connection`` until it settles it or closes; the delivery's fields
+        (see :meth:`deliver` for when they may go out)."""
         redelivered = task.deliveries > 0
         task.deliveries += 1
+        if not task.counted:
+            self._counting.append(task)
         self.store.delivered(task.id)
         connection.leases[task.id] = (task, consumer)
-        properties = json.loads(task.props)
-        return {"dtag": task.id, "epoch": self.epoch, "redelivered": redelivered, "m": properties}
+        return {
+            "dtag": task.id,
+            "epoch": self.epoch,
+            "redelivered": redelivered,
+            "m": task.properties,
+        }
 
     def _next_consumer(self, queue: Queue) -> Consumer | None:
         count = len(queue.consumers)
@@ -222,7 +259,9 @@ class ClientConnection(asyncio.Protocol):
         self.broker = broker
         self.transport: asyncio.Transport | None = None
         self.leases: dict[int, tuple[Task, Consumer | None]] = {}
-        self._buffer = bytearray()
+        self._frames = FrameBuffer()
+        #: Whether a delivery to this connection waits for the next commit.
+        self.deferred = False
         self._greeted = False
         self._dropped_broadcasts = 0
 
@@ -235,9 +274,12 @@ class ClientConnection(asyncio.Protocol):
         self.broker.disconnected(self)
 
     def send(self, header: dict[str, Any], body: bytes = b"") -> None:
+        self.write(encode_frame(header, body))
+
+    def write(self, frames: bytes) -> None:
         transport = self.transport
         if transport is not None and not transport.is_closing():
-            transport.write(encode_frame(header, body))
+            transport.write(frames)
 
     def send_broadcast(self, header: dict[str, Any], body: bytes) -> None:
         transport = self.transport
@@ -252,15 +294,8 @@ class ClientConnection(asyncio.Protocol):
         self.send(header, body)
 
     def data_received(self, data: bytes) -> None:
-        self._buffer += data
         try:
-            while len(self._buffer) >= 4:
-                length = frame_length(bytes(self._buffer[:4]))
-                if len(self._buffer) < 4 + length:
-                    return
-                payload = bytes(self._buffer[4 : 4 + length])
-                del self._buffer[: 4 + length]
-                header, body = decode_frame(payload)
+            for header, body in self._frames.feed(data):
                 self._handle(header, body)
         except FrameError as exc:
             self._refuse("frame", str(exc))
@@ -330,9 +365,9 @@ class ClientConnection(asyncio.Protocol):
             text = f"No task queue '{header['queue']}' to route the task to"
             self._answer(header, error=("unroutable", text))
             return
-        props = json.dumps(header.get("m") or {}, separators=(",", ":"))
-        task_id = self.broker.store.add(queue.name, props, body)
-        queue.ready.append(Task(task_id, queue.name, props, body))
+        properties = header.get("m") or {}
+        task_id = self.broker.store.add(queue.name, _PROPERTIES.encode(properties), body)
+        queue.ready.append(Task(task_id, queue.name, properties, body))
         self.broker.dispatch(queue)
         self.broker.confirm_after_commit(self, header["id"])
 

@@ -1,18 +1,26 @@
 """The local broker's storage: one SQLite file in WAL mode, the broker its only writer.
 
-Writes go into an open transaction; :meth:`Store.commit` ends it. The broker commits once per
-loop turn when a publish waits for its confirm (group commit: one commit covers every publish
-of that turn) and on a short timer otherwise, so acks and delivery counts never force a commit
-of their own: a lost ack only means a redelivery.
+Writes wait in memory until :meth:`Store.commit`, which applies them in one transaction: a task
+added and handed out before the commit is written once, with its delivery count. The broker
+commits once per loop turn when a publish waits for its confirm (group commit: one commit covers
+every publish of that turn) and on a short timer otherwise, so acks and delivery counts never
+force a commit of their own: a lost ack only means a redelivery.
+
+The broker holds the file in SQLite's exclusive locking mode (it is its only user, and holds
+``broker.lock`` besides): no file lock is taken or released per transaction, and the WAL index
+lives in the broker's memory. Task ids are the broker's (the largest stored id plus one, then
+counting): without ``AUTOINCREMENT`` a commit writes one page fewer.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 __all__ = ("SCHEMA_VERSION", "StateError", "Store", "StoredTask")
 
@@ -23,7 +31,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
 CREATE TABLE IF NOT EXISTS queue (name TEXT PRIMARY KEY, declared REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS task (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id INTEGER PRIMARY KEY,
     queue TEXT NOT NULL,
     props TEXT NOT NULL,
     body BLOB NOT NULL,
@@ -45,7 +53,14 @@ class Store:
         self._connection = _open(path)
         self._connection.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         self.epoch = self._start()
-        self._in_transaction = False
+        row = self._connection.execute("SELECT max(id) FROM task").fetchone()
+        self._ids = itertools.count(int(row[0] or 0) + 1)
+        #: Writes not committed yet: new tasks (``[queue, props, body, deliveries]``), delivery
+        #: counts of stored tasks, settled tasks, declared queues.
+        self._added: dict[int, list[Any]] = {}
+        self._delivered: list[int] = []
+        self._removed: list[int] = []
+        self._declared: list[str] = []
 
     def _start(self) -> int:
         db = self._connection
@@ -74,19 +89,48 @@ class Store:
             return default
         return int(row[0])
 
-    def _begin(self) -> None:
-        if not self._in_transaction:
-            self._connection.execute("BEGIN")
-            self._in_transaction = True
-
     @property
     def dirty(self) -> bool:
-        return self._in_transaction
+        return bool(self._added or self._delivered or self._removed or self._declared)
 
     def commit(self) -> None:
-        if self._in_transaction:
-            self._connection.execute("COMMIT")
-            self._in_transaction = False
+        """Write what waits, in one transaction (one fsync when durable)."""
+        if not self.dirty:
+            return
+        db = self._connection
+        db.execute("BEGIN")
+        try:
+            self._write(db)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")  # what waits stays waiting, for the next commit
+            raise
+        self._added.clear()
+        self._delivered.clear()
+        self._removed.clear()
+        self._declared.clear()
+
+    def _write(self, db: sqlite3.Connection) -> None:
+        if self._declared:
+            now = time.time()
+            db.executemany(
+                "INSERT OR IGNORE INTO queue VALUES (?, ?)", [(q, now) for q in self._declared]
+            )
+        if self._added:
+            db.executemany(
+                "INSERT INTO task (id, queue, props, body, deliveries) VALUES (?, ?, ?, ?, ?)",
+                [(task_id, *fields) for task_id, fields in self._added.items()],
+            )
+        if self._delivered:
+            db.executemany(
+                "UPDATE task SET deliveries = deliveries + 1 WHERE id = ?",
+                [(task_id,) for task_id in self._delivered],
+            )
+        if self._removed:
+            db.executemany(
+                "DELETE FROM task WHERE id = ?", [(task_id,) for task_id in self._removed]
+            )
 
     def queues(self) -> list[str]:
         return [row[0] for row in self._connection.execute("SELECT name FROM queue")]
@@ -98,25 +142,28 @@ class Store:
         )
 
     def declare(self, queue: str) -> None:
-        self._begin()
-        self._connection.execute("INSERT OR IGNORE INTO queue VALUES (?, ?)", (queue, time.time()))
+        self._declared.append(queue)
 
     def add(self, queue: str, props: str, body: bytes) -> int:
-        self._begin()
-        cursor = self._connection.execute(
-            "INSERT INTO task (queue, props, body) VALUES (?, ?, ?)", (queue, props, body)
-        )
-        return int(cursor.lastrowid or 0)
+        """A new task's id; it is stored at the next commit."""
+        task_id = next(self._ids)
+        self._added[task_id] = [queue, props, body, 0]
+        return task_id
+
+    def pending(self, task_id: int) -> bool:
+        """Whether ``task_id`` was added since the last commit (it is not on disk yet)."""
+        return task_id in self._added
 
     def delivered(self, task_id: int) -> None:
-        self._begin()
-        self._connection.execute(
-            "UPDATE task SET deliveries = deliveries + 1 WHERE id = ?", (task_id,)
-        )
+        added = self._added.get(task_id)
+        if added is not None:
+            added[3] += 1
+        else:
+            self._delivered.append(task_id)
 
     def remove(self, task_id: int) -> None:
-        self._begin()
-        self._connection.execute("DELETE FROM task WHERE id = ?", (task_id,))
+        if self._added.pop(task_id, None) is None:
+            self._removed.append(task_id)
 
     def close(self) -> None:
         self.commit()
@@ -126,6 +173,7 @@ class Store:
 def _open(path: Path) -> sqlite3.Connection:
     with _as_state_error("open"):
         connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        connection.execute("PRAGMA locking_mode=EXCLUSIVE")  # before WAL: no shared memory
         mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode != "wal":
             raise StateError(f"SQLite cannot use WAL mode there (it uses {mode!r})")

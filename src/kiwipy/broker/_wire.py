@@ -12,16 +12,19 @@ import json
 import os
 import struct
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 __all__ = (
     "MAX_FRAME_BYTES",
     "PROTOCOL_VERSION",
+    "FrameBuffer",
     "FrameError",
     "StatePaths",
     "decode_frame",
     "encode_frame",
+    "encode_ok",
     "state_directory",
 )
 
@@ -30,6 +33,8 @@ PRODUCT = "kiwipy-local-broker"
 #: The largest frame either side accepts: the message size cap plus room for the header.
 MAX_FRAME_BYTES = 64 * 1024 * 1024 + 65536
 _LENGTHS = struct.Struct(">II")
+_LENGTH = struct.Struct(">I")
+_HEADER = json.JSONEncoder(separators=(",", ":"), default=str)
 #: Unix socket paths longer than this do not fit ``sockaddr_un`` on every system (104 on macOS).
 _MAX_SOCKET_PATH = 100
 
@@ -39,16 +44,24 @@ class FrameError(ValueError):
 
 
 def encode_frame(header: dict[str, Any], body: bytes = b"") -> bytes:
-    encoded = json.dumps(header, separators=(",", ":"), default=str).encode()
+    encoded = _HEADER.encode(header).encode()
     total = 4 + len(encoded) + len(body)
     if total > MAX_FRAME_BYTES:
         raise FrameError(f"A frame of {total} bytes is over the limit of {MAX_FRAME_BYTES}")
     return _LENGTHS.pack(total, len(encoded)) + encoded + body
 
 
+def encode_ok(request: Any) -> bytes:
+    """``encode_frame({"op": "ok", "id": request})``, made quickly for an int (a confirm)."""
+    if type(request) is not int:
+        return encode_frame({"op": "ok", "id": request})
+    header = b'{"op":"ok","id":%d}' % request
+    return _LENGTHS.pack(4 + len(header), len(header)) + header
+
+
 def frame_length(prefix: bytes) -> int:
     """The length announced by a frame's first four bytes; refuses what is over the limit."""
-    (length,) = struct.unpack(">I", prefix)
+    (length,) = _LENGTH.unpack(prefix)
     if length > MAX_FRAME_BYTES or length < 4:
         raise FrameError(f"A frame of {length} bytes is refused (limit {MAX_FRAME_BYTES})")
     return int(length)
@@ -56,16 +69,47 @@ def frame_length(prefix: bytes) -> int:
 
 def decode_frame(payload: bytes) -> tuple[dict[str, Any], bytes]:
     """The header and body of a frame's payload (what follows its length)."""
-    (header_length,) = struct.unpack(">I", payload[:4])
+    (header_length,) = _LENGTH.unpack_from(payload)
     if header_length > len(payload) - 4:
         raise FrameError("A frame's header is longer than the frame")
     try:
-        header = json.loads(payload[4 : 4 + header_length])
+        header = json.loads(payload[4 : 4 + header_length].decode())
     except ValueError as exc:
         raise FrameError(f"A frame's header is not JSON: {exc}") from exc
     if not isinstance(header, dict):
         raise FrameError("A frame's header is not an object")
     return header, payload[4 + header_length :]
+
+
+class FrameBuffer:
+    """Splits a byte stream into frames: :meth:`feed` what arrived, get the whole frames."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        #: Bytes the buffer must hold before its next frame can be read.
+        self._needed = 4
+
+    def feed(self, data: bytes) -> Iterator[tuple[dict[str, Any], bytes]]:
+        """The frames ``data`` completes, in order, then :class:`FrameError` if one is bad.
+        Iterate to the end: what is left of ``data`` is kept at the end."""
+        if self._buffer:
+            self._buffer += data
+            if len(self._buffer) < self._needed:
+                return  # a large frame still coming: no copy until it is whole
+            data = bytes(self._buffer)
+            self._buffer.clear()
+        offset, end = 0, len(data)
+        self._needed = 4
+        while end - offset >= 4:
+            length = frame_length(data[offset : offset + 4])
+            if end - offset - 4 < length:
+                self._needed = 4 + length
+                break
+            frame = decode_frame(data[offset + 4 : offset + 4 + length])
+            offset += 4 + length
+            yield frame
+        if offset < end:
+            self._buffer += data[offset:]
 
 
 def state_directory(location: str = "", path: str = "") -> Path:

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import urllib.parse
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from kiwipy._owned import OwnedTasks
@@ -79,7 +79,7 @@ class LocalDelivery(Delivery):
             return
         self._settled = True
         self._transport._unsettled.discard(self)
-        self._transport._link.send({**header, "dtag": self._tag, "epoch": self._epoch})
+        self._transport._link.send_soon({**header, "dtag": self._tag, "epoch": self._epoch})
 
 
 class _Subscription(Subscription):
@@ -153,12 +153,12 @@ class LocalTransport(Transport):
         if self._reply is not None:
             await self._call({"op": "bind_reply", "address": self._reply[0]}, direct=True)
 
-    async def _received(self, header: dict[str, Any], body: bytes) -> None:
+    def _received(self, header: dict[str, Any], body: bytes) -> None:
         op = header.get("op")
         if op == "deliver":
             self._on_delivery(header, body)
         elif op == "message":
-            await self._on_message(header, body)
+            self._on_message(header, body)
 
     def _on_delivery(self, header: dict[str, Any], body: bytes) -> None:
         consumer = self._consumers.get(str(header.get("tag")))
@@ -169,12 +169,12 @@ class LocalTransport(Transport):
             return
         self._tasks.spawn(consumer[1](delivery), "Task handler")
 
-    async def _on_message(self, header: dict[str, Any], body: bytes) -> None:
+    def _on_message(self, header: dict[str, Any], body: bytes) -> None:
         message = _to_message(header, body)
         kind = header.get("kind")
         if kind == "reply":
             if self._reply is not None:
-                await self._reply[1](message)  # never awaits (Transport.open_reply_queue)
+                _run_inline(self._reply[1](message))
             return
         handler: MessageHandler | None
         if kind == "rpc":
@@ -314,6 +314,20 @@ class LocalTransport(Transport):
     async def publish_reply(self, reply_to: str, message: Message) -> None:
         header = {"op": "reply", "address": reply_to, "m": _properties(message)}
         await self._call(header, message.body)
+
+
+def _run_inline(handler: Coroutine[Any, Any, None]) -> None:
+    """Run a handler that never awaits (a reply handler: Transport.open_reply_queue) to its
+    end, here and now."""
+    try:
+        handler.send(None)
+    except StopIteration:
+        return
+    except Exception:
+        _LOGGER.exception("The reply handler failed")
+        return
+    handler.close()
+    _LOGGER.error("The reply handler awaited: it was stopped (a reply handler must not await)")
 
 
 def _bind_rpc(key: str, identifier: str) -> dict[str, Any]:

@@ -19,11 +19,10 @@ from typing import Any
 from kiwipy._owned import OwnedTasks
 from kiwipy.broker._wire import (
     PROTOCOL_VERSION,
+    FrameBuffer,
     FrameError,
     StatePaths,
-    decode_frame,
     encode_frame,
-    frame_length,
 )
 from kiwipy.exceptions import (
     BrokerError,
@@ -53,6 +52,46 @@ class LinkDown(Exception):
     """The connection closed before the answer came: send the request again once it is back."""
 
 
+class _Connection(asyncio.Protocol):
+    """One connection to the broker: its frames read as they arrive (no task of its own)."""
+
+    def __init__(self, link: BrokerLink) -> None:
+        self._link = link
+        self._frames = FrameBuffer()
+        self._arrived: list[bytes] = []
+        self.generation = 0
+        self.transport: asyncio.Transport | None = None
+        self._error: BaseException | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        """Read the frames at the start of the next loop turn, with whatever else arrives for
+        this connection meanwhile: what every socket ready at once brought is read before any
+        of it is acted on. (Measured against reading at once, interleaved, two runs: awaited
+        sends +6% and +10%, pipelined tasks +6% and +21%, RPC p50 the same or better.)"""
+        self._arrived.append(data)
+        if len(self._arrived) == 1:
+            asyncio.get_running_loop().call_soon(self._read_arrived)
+
+    def _read_arrived(self) -> None:
+        data = self._arrived[0] if len(self._arrived) == 1 else b"".join(self._arrived)
+        self._arrived.clear()
+        try:
+            for header, body in self._frames.feed(data):
+                self._link._received(header, body, self.generation)
+        except FrameError as exc:
+            self._error = exc
+            assert self.transport is not None
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = self._error or exc or ConnectionResetError("the broker closed the connection")
+        self._link._closed(self.generation, reason)
+
+
 class BrokerLink:
     """One transport's connection to the local broker of ``paths``.
 
@@ -67,7 +106,7 @@ class BrokerLink:
         paths: StatePaths,
         options: dict[str, str],
         tasks: OwnedTasks,
-        on_frame: Callable[[dict[str, Any], bytes], Awaitable[None]],
+        on_frame: Callable[[dict[str, Any], bytes], None],
         on_lost: Callable[[], None],
         restore: Callable[[], Awaitable[None]],
     ) -> None:
@@ -81,7 +120,7 @@ class BrokerLink:
         self._on_frame = on_frame
         self._on_lost = on_lost
         self._restore = restore
-        self._writer: asyncio.StreamWriter | None = None
+        self._writer: asyncio.Transport | None = None
         self._up = asyncio.Event()
         self.closed = False
         self._ever_connected = False
@@ -89,6 +128,8 @@ class BrokerLink:
         self.generation = 0
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[Frame]] = {}
+        #: Frames held until the end of the loop turn (:meth:`send_soon`).
+        self._soon: list[bytes] = []
         self.link_callbacks: list[LinkCallback] = []
         self.server_properties: dict[str, Any] = {}
 
@@ -112,36 +153,37 @@ class BrokerLink:
         self._up.set()
 
     async def _dial(self) -> None:
-        reader, writer = await open_broker(
+        writer, connection = await open_broker(
             self._paths,
+            lambda: _Connection(self),
             timeout=self._settings.connection_timeout,
             idle_timeout=self._idle_timeout,
             durability=self._durability,
         )
         self._writer = writer
         self.generation += 1
-        self._tasks.spawn(self._read(reader, writer, self.generation), "Reading from the broker")
-        hello, _ = await self.call({"op": "hello", "version": PROTOCOL_VERSION}, direct=True)
+        connection.generation = self.generation
+        try:
+            hello, _ = await self.call({"op": "hello", "version": PROTOCOL_VERSION}, direct=True)
+        except BaseException:  # no answer (a frozen broker: timed out), or refused
+            if self._writer is writer:
+                self._writer = None
+                self.generation += 1  # its loss is no news: the caller gets this exception
+            writer.close()
+            raise
         self.server_properties = {k: v for k, v in hello.items() if k not in ("op", "id")}
 
-    async def _read(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, generation: int
-    ) -> None:
-        reason: BaseException | None = None
-        try:
-            while True:
-                length = frame_length(await reader.readexactly(4))
-                header, body = decode_frame(await reader.readexactly(length))
-                if header.get("op") in ("ok", "err"):
-                    self._answered(header, body)
-                else:
-                    await self._on_frame(header, body)
-        except (asyncio.IncompleteReadError, ConnectionError, FrameError) as exc:
-            reason = exc
-        finally:
-            writer.close()
-            if generation == self.generation:
-                self._lost(reason)
+    def _received(self, header: dict[str, Any], body: bytes, generation: int) -> None:
+        if generation != self.generation:
+            return  # from a connection already given up
+        if header.get("op") in ("ok", "err"):
+            self._answered(header, body)
+        else:
+            self._on_frame(header, body)
+
+    def _closed(self, generation: int, reason: BaseException | None) -> None:
+        if generation == self.generation:
+            self._lost(reason)
 
     def _answered(self, header: dict[str, Any], body: bytes) -> None:
         future = self._waiting.pop(header.get("id") or -1, None)
@@ -153,6 +195,7 @@ class BrokerLink:
     def _lost(self, reason: BaseException | None) -> None:
         self._up.clear()
         self._writer = None
+        self._soon.clear()  # settlements of deliveries that are stale now
         self.generation += 1  # what was delivered on the old connection is stale now
         for future in self._waiting.values():
             if not future.done():
@@ -185,9 +228,31 @@ class BrokerLink:
             return
 
     def send(self, header: dict[str, Any], body: bytes = b"") -> None:
+        """Send a frame now (after the frames :meth:`send_soon` holds, in one write)."""
+        frame = encode_frame(header, body)
+        if self._soon:
+            frame = b"".join([*self._soon, frame])
+            self._soon.clear()
         writer = self._writer
         if writer is not None and not writer.is_closing():
-            writer.write(encode_frame(header, body))
+            writer.write(frame)
+
+    def send_soon(self, header: dict[str, Any]) -> None:
+        """Send a frame nobody waits for (an ack) at the end of this loop turn, with the others
+        of the turn: one write, and one wake-up of the broker, for all of them. Frames sent
+        with :meth:`send` meanwhile go after them."""
+        self._soon.append(encode_frame(header))
+        if len(self._soon) == 1:
+            asyncio.get_running_loop().call_soon(self._send_held, self.generation)
+
+    def _send_held(self, generation: int) -> None:
+        if generation != self.generation:
+            return  # the connection they were for is gone (and they with it: _lost)
+        frames = b"".join(self._soon)
+        self._soon.clear()
+        writer = self._writer
+        if frames and writer is not None and not writer.is_closing():
+            writer.write(frames)
 
     async def call(
         self, header: dict[str, Any], body: bytes = b"", *, direct: bool = False

@@ -16,15 +16,26 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
 
 from kiwipy.broker._wire import StatePaths
 from kiwipy.exceptions import ConnectionLost
 
 __all__ = ("BrokerUnavailable", "open_broker")
 
-Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
-_STREAM_LIMIT = 2**26
+P = TypeVar("P", bound=asyncio.Protocol)
+#: ``python -m kiwipy.broker``, faster to start: the broker package (stdlib only) is loaded from
+#: its directory, without ``site`` nor ``kiwipy/__init__`` and what that imports (a cold
+#: client waits for this start). Arguments: the package name, its directory, the broker's own.
+_BOOT = (
+    "import importlib.util as u, sys; name, where = sys.argv.pop(1), sys.argv.pop(1); "
+    "s = u.spec_from_file_location(name, where + '/__init__.py', "
+    "submodule_search_locations=[where]); "
+    "m = u.module_from_spec(s); sys.modules[name] = m; s.loader.exec_module(m); "
+    "sys.exit(m.main())"
+)
 
 
 class BrokerUnavailable(ConnectionLost):
@@ -32,12 +43,17 @@ class BrokerUnavailable(ConnectionLost):
 
 
 async def open_broker(
-    paths: StatePaths, *, timeout: float, idle_timeout: float, durability: str
-) -> Streams:
-    """Streams to the broker of ``paths``, started if needed; within ``timeout`` seconds."""
-    streams = await _try_connect(paths)
-    if streams is not None:
-        return streams
+    paths: StatePaths,
+    protocol: Callable[[], P],
+    *,
+    timeout: float,
+    idle_timeout: float,
+    durability: str,
+) -> tuple[asyncio.Transport, P]:
+    """A connection to the broker of ``paths``, started if needed; within ``timeout`` seconds."""
+    connection = await _try_connect(paths, protocol)
+    if connection is not None:
+        return connection
     paths.make()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -49,19 +65,24 @@ async def open_broker(
     except TimeoutError:
         raise _unavailable(paths) from None
     while True:
-        streams = await _try_connect(paths)
-        if streams is not None:
-            return streams
+        connection = await _try_connect(paths, protocol)
+        if connection is not None:
+            return connection
         if loop.time() > deadline:
             raise _unavailable(paths)
         await asyncio.sleep(0.01)
 
 
-async def _try_connect(paths: StatePaths) -> Streams | None:
+async def _try_connect(
+    paths: StatePaths, protocol: Callable[[], P]
+) -> tuple[asyncio.Transport, P] | None:
+    loop = asyncio.get_running_loop()
     try:
-        return await asyncio.open_unix_connection(str(paths.socket), limit=_STREAM_LIMIT)
+        transport, connected = await loop.create_unix_connection(protocol, str(paths.socket))
     except (FileNotFoundError, ConnectionRefusedError):
         return None
+    assert isinstance(transport, asyncio.Transport)
+    return transport, connected
 
 
 def _start_unless_running(
@@ -71,9 +92,7 @@ def _start_unless_running(
         if _socket_accepts(paths) or _broker_lock_held(paths):
             return  # one runs (or is starting, or is frozen: the caller's wait tells)
         command = [
-            sys.executable,
-            "-m",
-            "kiwipy.broker",
+            *_broker_command(),
             "--dir",
             str(paths.directory),
             "--idle-timeout",
@@ -94,6 +113,14 @@ def _start_unless_running(
         _wait_ready(process, timeout)
         # It lives on in its own session; a thread of ours reaps it when it exits (no zombie).
         threading.Thread(target=process.wait, name="kiwipy-broker-reaper", daemon=True).start()
+
+
+def _broker_command() -> list[str]:
+    """``python -m kiwipy.broker``, in its faster form when the package is plain files."""
+    package = Path(__file__).resolve().parents[2] / "broker"
+    if (package / "__init__.py").is_file():
+        return [sys.executable, "-S", "-c", _BOOT, "kiwipy.broker", str(package)]
+    return [sys.executable, "-m", "kiwipy.broker"]
 
 
 def _wait_ready(process: subprocess.Popen[bytes], timeout: float) -> None:

@@ -1,0 +1,189 @@
+"""L5: :mod:`.malformed` on the local broker: malformed bodies mixed with valid tasks.
+
+The same plan as on RabbitMQ (random bytes, truncated JSON and YAML, unknown content types,
+invalid UTF-8, deep nesting, YAML and pickles that would run a command if loaded unsafely, empty
+and oversized bodies, each beside a valid task), published straight to the worker's task queue
+through the local transport with confirms, and the same scenario worker (64 KiB limit, a
+dead-letter queue). Every malformed message must be dead-lettered once, every valid task
+processed once, the worker must neither crash nor lose its connection, and the unsafe payloads
+must have no effect. Also: frames the broker must refuse (another protocol version, oversized)
+leave it serving (``broker_refusals_ok``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import struct
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+from kiwipy.broker._wire import PROTOCOL_VERSION, decode_frame, encode_frame
+from kiwipy.transports.base import Message
+from kiwipy_reliability.base import Scale, ScenarioResult, unique_name
+from kiwipy_reliability.local import LocalBroker
+from kiwipy_reliability.scenario_workers import WorkerLog, start_worker
+from kiwipy_reliability.scenarios.malformed import _ID_HEADER, MAX_MESSAGE_BYTES, _plan
+
+__all__ = ["NAME", "NEEDS_RABBITMQ", "run"]
+
+NAME = "local_malformed"
+NEEDS_RABBITMQ = False
+
+_READY_TIMEOUT = 30.0
+_BATCH = 250
+
+Plan = list[tuple[str, str, bytes, str | None]]
+
+
+async def _publish(url: str, queue: str, plan: Plan) -> int:
+    """Publish every message through the local transport; how many were not confirmed."""
+    import kiwipy.aio
+
+    comm = await kiwipy.aio.connect(url)
+    transport: Any = comm.transport
+    failures = 0
+    try:
+        await transport.declare_task_queue(queue)
+        for start in range(0, len(plan), _BATCH):
+            sends = [
+                transport.publish_task(
+                    queue,
+                    Message(
+                        body,
+                        content_type,
+                        correlation_id=ident,
+                        headers={_ID_HEADER: ident},
+                        persistent=True,
+                    ),
+                )
+                for ident, _kind, body, content_type in plan[start : start + _BATCH]
+            ]
+            outcomes = await asyncio.gather(*sends, return_exceptions=True)
+            failures += sum(1 for outcome in outcomes if outcome is not None)
+    finally:
+        await comm.close()
+    return failures
+
+
+async def _drain(url: str, queue: str) -> list[dict[str, Any]]:
+    """Every message of ``queue`` (acknowledged as taken)."""
+    import kiwipy.aio
+
+    comm = await kiwipy.aio.connect(url)
+    transport: Any = comm.transport
+    taken: list[dict[str, Any]] = []
+    try:
+        while (delivery := await transport.get_task(queue)) is not None:
+            message = delivery.message
+            headers = dict(message.headers)
+            ident = headers.get(_ID_HEADER) or message.correlation_id
+            taken.append({"id": str(ident), "headers": headers})
+            await delivery.ack()
+    finally:
+        await comm.close()
+    return taken
+
+
+def _broker_refusals(broker: LocalBroker) -> int:
+    """1 if the broker refuses another protocol and an oversized frame, and serves on."""
+
+    def exchange(frame: bytes) -> dict[str, Any]:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as raw:
+            raw.settimeout(5)
+            raw.connect(str(broker.directory / "broker.sock"))
+            raw.sendall(frame)
+            length = struct.unpack(">I", raw.recv(4))[0]
+            payload = b""
+            while len(payload) < length:
+                payload += raw.recv(length - len(payload))
+            return decode_frame(payload)[0]
+
+    version = exchange(encode_frame({"op": "hello", "version": PROTOCOL_VERSION + 1}))
+    oversized = exchange(struct.pack(">I", 2**31))
+    asyncio.run(_publish(broker.url, "after-refusals", []))  # declares it: a round trip
+    serving = "after-refusals" in broker.queue_stats()
+    refused = version.get("type") == "version" and oversized.get("type") == "frame"
+    return int(refused and serving)
+
+
+def run(node: object, scale: Scale) -> ScenarioResult:
+    from kiwipy.aio._rejections import REASON_HEADER
+
+    count = scale.pick(200, 2_000, 10_000)
+    prefix = unique_name("local-malformed")
+    queue, dead_letters = f"{prefix}.queue", f"{prefix}.dead"
+    marker = f"/tmp/kiwipy-malformed-marker-{uuid.uuid4().hex}"  # noqa: S108 - the brief's path
+    settings = {
+        "message_exchange": f"{prefix}.messages",
+        "task_exchange": f"{prefix}.tasks",
+        "task_queue": queue,
+        "dead_letter_queue": dead_letters,
+        "max_message_bytes": MAX_MESSAGE_BYTES,
+        "task_prefetch_count": 50,
+    }
+    plan = _plan(count, marker, seed=count)
+    kinds = {ident: kind for ident, kind, _body, _type in plan}
+    figures: dict[str, float | int] = {"malformed_sent": count, "valid_sent": count}
+    notes: list[str] = []
+    with LocalBroker() as broker:
+        worker = start_worker("malformed", broker.url, settings)
+        try:
+            log = WorkerLog(worker)
+            if not log.wait(lambda log: bool(log.of("READY")), _READY_TIMEOUT):
+                raise RuntimeError(f"worker did not start:\n{worker.output()}")
+            pid = worker.pid
+            began = time.monotonic()
+            figures["publish_failures"] = asyncio.run(_publish(broker.url, queue, plan))
+
+            def settled(_log: WorkerLog) -> bool:
+                if len(_log.of("VALID")) < count:
+                    return False
+                stats = broker.queue_stats()
+                dead = stats.get(dead_letters, {}).get("ready", 0)
+                left = stats.get(queue, {"ready": -1, "unacked": -1})
+                return dead == count and left["ready"] == left["unacked"] == 0
+
+            deadline = time.monotonic() + 60.0 + count / 100
+            while not settled(log) and time.monotonic() < deadline and worker.is_running():
+                log.wait(lambda log: False, 0.2)
+            figures["settle_s"] = round(time.monotonic() - began, 2)
+            log.wait(lambda log: False, 0.5)  # late events, if any
+            valid = [event[1] for event in log.of("VALID")]
+            figures["valid_processed"] = len(set(valid))
+            figures["valid_duplicated"] = len(valid) - len(set(valid))
+            figures["valid_redelivered"] = sum(1 for event in log.of("VALID") if event[2] == "1")
+            figures["connection_losses"] = sum(1 for event in log.of("CONN") if event[1] == "0")
+            alive = worker.is_running() and worker.pid == pid
+            figures["malformed_crashes"] = 0 if alive else 1
+            if not alive:
+                notes.append(f"worker exited with {worker.returncode}:\n{worker.output()[-3000:]}")
+            left = broker.queue_stats().get(queue, {"ready": -1, "unacked": -1})
+            figures["queue_left"] = left["ready"] + left["unacked"]
+            figures["broker_refusals_ok"] = _broker_refusals(broker)
+
+            dead = asyncio.run(_drain(broker.url, dead_letters))
+            ids = Counter(message["id"] for message in dead)
+            malformed_ids = {ident for ident, kind in kinds.items() if kind != "valid"}
+            figures["dead_lettered"] = len(set(ids) & malformed_ids)
+            figures["dead_lettered_twice"] = sum(1 for n in ids.values() if n > 1)
+            figures["dead_lettered_valid"] = len(set(ids) - malformed_ids)
+            figures["dead_with_reason"] = sum(1 for m in dead if REASON_HEADER in m["headers"])
+            missing = Counter(kinds[ident] for ident in malformed_ids - set(ids))
+            if missing:
+                notes.append(f"not dead-lettered, by kind: {dict(missing)}")
+            figures["malformed_settled_first"] = int(
+                figures["dead_lettered"] == count
+                and figures["dead_lettered_twice"] == 0
+                and figures["queue_left"] == 0
+                and figures["connection_losses"] == 0
+            )
+        finally:
+            worker.close()
+            figures["marker_created"] = int(os.path.exists(marker))
+            if os.path.exists(marker):
+                os.unlink(marker)
+    return ScenarioResult(NAME, figures, notes)
