@@ -27,6 +27,7 @@ import concurrent.futures
 import gc
 import json
 import os
+import re
 import statistics
 import sys
 import threading
@@ -372,13 +373,14 @@ def run_keys(
 SendRow = tuple[str, float, float, dict[str, Any], dict[str, Any]]
 
 
-def run_send(url: str, reps: int, n: int, calls: int) -> list[SendRow]:
+def run_send(url: str, reps: int, n: int, calls: int, only: str = "") -> list[SendRow]:
     """(figure, ours, raw, ours' medians, raw's medians) for the blocking patterns."""
     pairs = [
         ("tasks_reply_sync (/s)", "rate_per_s", "tasks_sync", "tasks_seq", n, False, 0),
         ("tasks_noreply_sync (/s)", "rate_per_s", "tasks_sync", "tasks_seq", n, True, 0),
         ("rpc_p50_ms_sync (ms)", "p50_ms", "rpc_latency", "rpc_latency", 0, False, calls),
     ]
+    pairs = [pair for pair in pairs if re.search(only, pair[0])]
     groups = []
     for _figure, _metric, ours, raw, size, no_reply, ncalls in pairs:
         groups.append(
@@ -465,6 +467,7 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=2000, help="send: tasks per measurement")
     parser.add_argument("--calls", type=int, default=1000, help="send: RPC round trips")
     parser.add_argument("--hop-calls", type=int, default=2000)
+    parser.add_argument("--only", default="", help="send: the figures matching this regex")
     args = parser.parse_args()
     out: dict[str, Any] = {}
     if args.what in ("hop", "all"):
@@ -476,7 +479,7 @@ def main() -> int:
         print_send_only(alone)
         out["sendonly"] = alone
     if args.what in ("send", "all"):
-        rows = run_send(args.url, args.reps, args.n, args.calls)
+        rows = run_send(args.url, args.reps, args.n, args.calls, args.only)
         print_send(rows, args.n, args.calls)
         out["send"] = {figure: {"ours": o, "raw": r} for figure, o, r, _o, _r in rows}
     if args.what in ("scaling", "all"):

@@ -46,13 +46,13 @@ class _Call:
         # The caller's context variables (such as the current incoming task) go along.
         self.context = contextvars.copy_context()
 
-    def run(self, results: _Results) -> None:
+    def run(self) -> tuple[Any, BaseException | None]:
+        """Call the subscriber; its result or exception (handed to the loop, which decides
+        what is fatal)."""
         try:
-            result = self.context.run(self.subscriber, *self.args)
-        except BaseException as exc:  # handed to the loop; it decides what is fatal
-            results.post(self.loop, self.outcome, None, exc)
-        else:
-            results.post(self.loop, self.outcome, result, None)
+            return self.context.run(self.subscriber, *self.args), None
+        except BaseException as exc:
+            return None, exc
 
 
 class _Results:
@@ -96,8 +96,16 @@ class _Results:
 class CallbackThreads:
     """Runs subscribers in per-subscriber lanes on up to ``max_threads`` daemon threads."""
 
-    def __init__(self, name: str, max_threads: int = DEFAULT_MAX_THREADS) -> None:
+    def __init__(
+        self,
+        name: str,
+        max_threads: int = DEFAULT_MAX_THREADS,
+        at_turn_end: Callable[[Callable[[], Any]], None] | None = None,
+    ) -> None:
         self._name = name
+        #: Runs a callable when the loop's turn ends (the portal's), else ``None``: at once.
+        self._at_turn_end = at_turn_end
+        self._to_wake: list[int] = []  # lanes to hand to a thread when the turn ends
         self._max_threads = max_threads
         self._lock = threading.Lock()
         self._lanes: dict[int, collections.deque[_Call]] = {}
@@ -149,7 +157,19 @@ class CallbackThreads:
             self._queued += 1
             if self._idle < self._queued and len(self._threads) < self._max_threads:
                 self._start_thread()
-        self._ready.put(lane_key)
+        if self._at_turn_end is None:
+            self._ready.put(lane_key)
+            return
+        # Woken now, a thread would find the loop holding the GIL (and often preempt it only
+        # to sleep again); at the turn's end the loop is about to let go of it.
+        self._to_wake.append(lane_key)
+        if len(self._to_wake) == 1:
+            self._at_turn_end(self._wake_threads)
+
+    def _wake_threads(self) -> None:
+        to_wake, self._to_wake = self._to_wake, []
+        for lane_key in to_wake:
+            self._ready.put(lane_key)
 
     def _start_thread(self) -> None:
         thread = threading.Thread(
@@ -159,9 +179,9 @@ class CallbackThreads:
         thread.start()
 
     def _work(self) -> None:
+        with self._lock:
+            self._idle += 1
         while True:
-            with self._lock:
-                self._idle += 1
             lane_key = self._ready.get()
             if lane_key is _STOP:
                 return
@@ -171,11 +191,23 @@ class CallbackThreads:
             self._drain(lane_key)
 
     def _drain(self, lane_key: int) -> None:
+        """Run the lane's calls in turn; the thread is idle again when this returns.
+
+        Each outcome is handed to the loop just before the next call, or for the last one
+        after the bookkeeping, right before the thread sleeps: the loop, woken by it, then
+        finds the GIL free instead of waiting for this thread to let go of it.
+        """
+        done: tuple[_Call, Any, BaseException | None] | None = None
         while True:
             with self._lock:
                 lane = self._lanes[lane_key]
                 if not lane:
                     del self._lanes[lane_key]
-                    return
+                    self._idle += 1
+                    break
                 call = lane.popleft()
-            call.run(self._results)
+            if done is not None:
+                self._results.post(done[0].loop, done[0].outcome, done[1], done[2])
+            done = (call, *call.run())
+        if done is not None:
+            self._results.post(done[0].loop, done[0].outcome, done[1], done[2])

@@ -50,7 +50,9 @@ class Communicator(communications.Communicator):
         self._settings = settings
         self._closed = False
         self._portal = Portal(f"kiwipy-loop-{number}")
-        self._callbacks = CallbackThreads(f"kiwipy-callbacks-{number}")
+        self._callbacks = CallbackThreads(
+            f"kiwipy-callbacks-{number}", at_turn_end=self._portal.at_turn_end
+        )
         try:
             self._async = self._portal.call(
                 self._create, settings.connection_timeout + 5, "Connect"

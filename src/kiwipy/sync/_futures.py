@@ -6,9 +6,48 @@ import asyncio
 import concurrent.futures
 from typing import Any
 
-from kiwipy.sync._portal import Portal
+from kiwipy.sync._portal import Portal, thread_waker
 
-__all__ = ("to_concurrent",)
+__all__ = ("BlockingFuture", "to_concurrent")
+
+
+class BlockingFuture(concurrent.futures.Future[Any]):
+    """A ``concurrent.futures.Future`` whose ``result()`` sleeps on the caller's own waker.
+
+    The loop wakes a waiter with a byte written at the end of its turn, letting go of the GIL
+    first (see ``kiwipy.sync._portal._Waker``), instead of the condition variable that
+    ``set_result`` notifies while holding it. Everything else is the base class's.
+    """
+
+    def __init__(self, portal: Portal) -> None:
+        super().__init__()
+        self._portal = portal
+        self._wakers: set[Any] | None = None
+
+    def result(self, timeout: float | None = None) -> Any:
+        return super().result(self._wait(timeout))
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        return super().exception(self._wait(timeout))
+
+    def _wait(self, timeout: float | None) -> float | None:
+        """Wait on this thread's waker; return what is left for the base class to wait."""
+        if self.done() or self._portal.in_loop_thread():
+            return timeout  # done: the base class does not wait; on the loop: as before
+        waker = thread_waker()
+        if self._wakers is None:
+            self._wakers = set()
+            self.add_done_callback(self._wake_all)
+        self._wakers.add(waker)
+        try:
+            waker.wait_until(self.done, timeout)
+        finally:
+            self._wakers.discard(waker)
+        return 0  # done, or the time is up: the base class raises TimeoutError at once
+
+    def _wake_all(self, _done: concurrent.futures.Future[Any]) -> None:
+        for waker in list(self._wakers or ()):
+            self._portal.wake(waker)
 
 
 def to_concurrent(source: asyncio.Future[Any], portal: Portal) -> concurrent.futures.Future[Any]:
@@ -17,7 +56,7 @@ def to_concurrent(source: asyncio.Future[Any], portal: Portal) -> concurrent.fut
     A result that is itself an asyncio future (a ``pending`` reply) becomes a concurrent future
     too, to any depth. Cancelling the returned future cancels ``source`` on the loop.
     """
-    target: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    target: concurrent.futures.Future[Any] = BlockingFuture(portal)
 
     def copy(done: asyncio.Future[Any]) -> None:
         if done.cancelled():

@@ -26,7 +26,7 @@ from typing import Any, Generic, TypeVar
 
 from kiwipy.exceptions import CommunicatorClosed, DeadlineExceeded, InvalidStateError
 
-__all__ = ("Portal",)
+__all__ = ("Portal", "thread_waker")
 
 T = TypeVar("T")
 
@@ -46,7 +46,7 @@ class Portal:
         self._started = threading.Event()
         self._thread.start()
         self._started.wait()
-        self._thread_id = self._thread.ident
+        self._thread_id: int | None = self._thread.ident
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -129,6 +129,19 @@ class Portal:
         if not unwound or call.state == _CANCELLED:
             raise DeadlineExceeded(f"{what} did not complete within {timeout:g} s") from None
 
+    def at_turn_end(self, callback: Callable[[], Any]) -> None:
+        """On the loop thread: call ``callback()`` when this turn of the loop ends, just
+        before the loop polls (and lets go of the GIL): the time to wake another thread."""
+        self._selector.before_sleep.append(callback)
+
+    def wake(self, waker: _Waker) -> None:
+        """Wake ``waker``'s thread: at the end of the loop's turn if called on the loop (the
+        loop's work of that turn done, and it lets go of the GIL), else now."""
+        if threading.get_ident() == self._thread_id:
+            self._selector.before_sleep.append(waker.wake)
+        else:
+            waker.wake()
+
     def call_soon(self, callback: Callable[..., Any], *args: Any) -> None:
         """Schedule a plain callback on the loop from any thread."""
         if not self._loop.is_closed():
@@ -150,7 +163,9 @@ class Portal:
         try:
             self._loop.run_forever()
         finally:
+            self._selector.select(0)  # wakes whoever the last turn was to wake
             self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+            self._thread_id = None  # a later thread may get this thread's identifier
 
 
 class _Selector(selectors.DefaultSelector):
@@ -217,13 +232,17 @@ class _Waker:
             os.write(self._write, b"\0")
 
     def wait_for(self, call: _Call[Any], timeout: float | None) -> bool:
-        """Sleep until ``call`` has an outcome or ``timeout`` s have passed; whether it has.
+        """Sleep until ``call`` has an outcome or ``timeout`` s have passed; whether it has."""
+        return self.wait_until(call.has_outcome, timeout)
+
+    def wait_until(self, done: Callable[[], bool], timeout: float | None) -> bool:
+        """Sleep until ``done()`` or ``timeout`` s have passed; return ``done()``.
 
         Sleeps in slices: a signal handler that makes a blocking call on this thread while
-        this one waits may take this call's byte.
+        this one waits may take this wait's byte.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        while call.state == _PENDING:
+        while not done():
             left = _WAIT_SLICE_S if deadline is None else deadline - time.monotonic()
             if left <= 0:
                 return False
@@ -247,7 +266,7 @@ class _Waker:
 _wakers = threading.local()
 
 
-def _thread_waker() -> _Waker:
+def thread_waker() -> _Waker:
     """This thread's waker (made on its first blocking call)."""
     try:
         waker: _Waker = _wakers.waker
@@ -266,7 +285,7 @@ class _Call(Generic[T]):
 
     def __init__(self, coro: Coroutine[Any, Any, T]) -> None:
         self.coro = coro
-        self.waker = _thread_waker()
+        self.waker = thread_waker()
         self.state = _PENDING
         self.value: Any = None
         self.task: asyncio.Task[None] | None = None
@@ -301,6 +320,9 @@ class _Call(Generic[T]):
             selector.before_sleep.append(self.waker.wake)
         elif not self.task.done():
             self.task.cancel()
+
+    def has_outcome(self) -> bool:
+        return self.state != _PENDING
 
     def outcome(self) -> T:
         """The caller's side, once the state is set: the result, or raise the error."""
