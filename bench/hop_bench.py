@@ -328,6 +328,137 @@ def print_send_only(results: dict[str, dict[str, float]]) -> None:
         print(f"| {name} | " + " | ".join(map(str, cells)) + " |")
 
 
+# -- the RPC round trip alone: callers in this process, one worker process ----------------------
+
+
+def _worker_args(url: str, names: Names) -> argparse.Namespace:
+    return argparse.Namespace(names=names.to_json(), url=url)
+
+
+def _rpc_raw(url: str, names: Names, calls: int, _worker: str) -> tuple[list[float], float]:
+    import patterns_raw
+    import workers
+
+    async def go() -> tuple[list[float], float]:
+        async with patterns_raw.confirmed_channel(url) as channel:
+            requester = await patterns_raw.Requester.open(channel)
+            pool.ready()
+            for i in range(-10, 0):
+                await (await requester.call(names.raw_rpc_queue, payload(i), False))
+            return await _timed_async(
+                calls,
+                lambda i: _await_twice(requester.call(names.raw_rpc_queue, payload(i), False)),
+            )
+
+    script = str(HERE / "patterns_raw.py")
+    with workers.pool(script, _worker_args(url, names), "rpc", 10**9) as pool:
+        return asyncio.run(go())
+
+
+async def _await_twice(sending: Any) -> Any:
+    return await (await sending)
+
+
+async def _timed_async(calls: int, call: Callable[[int], Any]) -> tuple[list[float], float]:
+    times = []
+    clock = time.perf_counter
+    cpu = time.process_time()
+    for i in range(calls):
+        start = clock()
+        await call(i)
+        times.append(clock() - start)
+    return times, (time.process_time() - cpu) / calls
+
+
+def _rpc_ours_aio(url: str, names: Names, calls: int, worker: str) -> tuple[list[float], float]:
+    import workers
+
+    import kiwipy.aio
+
+    async def go() -> tuple[list[float], float]:
+        async with kiwipy.aio.connect(url, **names.kiwipy_options()) as comm:
+            pool.ready()
+            for i in range(-10, 0):
+                await (await comm.rpc_send(names.rpc_id, payload(i)))
+            return await _timed_async(
+                calls, lambda i: _await_twice(comm.rpc_send(names.rpc_id, payload(i)))
+            )
+
+    script = str(HERE / "patterns_ours.py")
+    args = _worker_args(url, names)
+    with workers.pool(script, args, "rpc", 10**9, flavour=worker) as pool:
+        return asyncio.run(go())
+
+
+def _rpc_ours_sync(url: str, names: Names, calls: int, worker: str) -> tuple[list[float], float]:
+    import workers
+
+    import kiwipy.sync
+
+    script = str(HERE / "patterns_ours.py")
+    args = _worker_args(url, names)
+    with (
+        workers.pool(script, args, "rpc", 10**9, flavour=worker) as pool,
+        kiwipy.sync.connect(url, **names.kiwipy_options()) as comm,
+    ):
+        pool.ready()
+        for i in range(-10, 0):
+            comm.rpc_send(names.rpc_id, payload(i)).result(10.0)
+        times = []
+        clock = time.perf_counter
+        cpu = time.process_time()
+        for i in range(calls):
+            start = clock()
+            comm.rpc_send(names.rpc_id, payload(i)).result(10.0)
+            times.append(clock() - start)
+        return times, (time.process_time() - cpu) / calls
+
+
+RPC_ONLY: dict[str, tuple[Callable[[str, Names, int, str], tuple[list[float], float]], str]] = {
+    "raw aiormq caller, raw worker": (_rpc_raw, "async"),
+    "ours asyncio caller, asyncio worker": (_rpc_ours_aio, "async"),
+    "ours asyncio caller, blocking worker": (_rpc_ours_aio, "sync"),
+    "ours blocking caller, asyncio worker": (_rpc_ours_sync, "async"),
+    "ours blocking caller, blocking worker": (_rpc_ours_sync, "sync"),
+}
+
+
+def run_rpc_only(url: str, calls: int, rounds: int) -> dict[str, dict[str, float]]:
+    """Each way ``calls`` round trips, ``rounds`` times interleaved (order rotating)."""
+    samples: dict[str, list[float]] = {name: [] for name in RPC_ONLY}
+    cpu: dict[str, list[float]] = {name: [] for name in RPC_ONLY}
+    used: list[Names] = []
+    try:
+        for r in range(rounds):
+            names = list(RPC_ONLY)
+            shift = r % len(names)
+            for name in names[shift:] + names[:shift]:
+                used.append(Names.fresh())
+                measure, worker = RPC_ONLY[name]
+                times, cpu_per_call = measure(url, used[-1], calls, worker)
+                samples[name] += times
+                cpu[name].append(cpu_per_call)
+                print(f"round {r + 1}: {name}: done", file=sys.stderr)
+    finally:
+        broker.cleanup(url, used)
+    out = {name: _micro(times) for name, times in samples.items()}
+    for name, row in out.items():
+        row["cpu_us_per_call"] = round(statistics.median(cpu[name]) * 1e6, 1)
+    return out
+
+
+def print_rpc_only(results: dict[str, dict[str, float]]) -> None:
+    print("\n## RPC round trips one at a time, the caller in this process (all rounds)\n")
+    print("CPU: the caller process's CPU per round trip (its loop thread included).\n")
+    raw = results.get("raw aiormq caller, raw worker", {}).get("p50_us")
+    print("| way | p50 µs | p90 µs | mean µs | caller CPU µs | p50 / raw |")
+    print("|---|---|---|---|---|---|")
+    for name, row in results.items():
+        ratio = f"{row['p50_us'] / raw:.2f}" if raw else "?"
+        cells = (row["p50_us"], row["p90_us"], row["mean_us"], row["cpu_us_per_call"], ratio)
+        print(f"| {name} | " + " | ".join(map(str, cells)) + " |")
+
+
 # -- sends and RPC through run.py's drivers ------------------------------------------------------
 
 
@@ -461,7 +592,7 @@ def print_scaling(medians: dict[plan.Key, dict[str, Any]]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["hop", "sendonly", "send", "scaling", "all"])
+    parser.add_argument("what", choices=["hop", "sendonly", "rpconly", "send", "scaling", "all"])
     parser.add_argument("--url", default=os.environ.get("KIWIPY_TEST_AMQP_URL") or DEFAULT_URL)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--n", type=int, default=2000, help="send: tasks per measurement")
@@ -478,6 +609,10 @@ def main() -> int:
         alone = run_send_only(args.url, args.n // 4, rounds=4)
         print_send_only(alone)
         out["sendonly"] = alone
+    if args.what in ("rpconly", "all"):
+        rpc = run_rpc_only(args.url, args.calls // 2, rounds=max(args.reps, 2))
+        print_rpc_only(rpc)
+        out["rpconly"] = rpc
     if args.what in ("send", "all"):
         rows = run_send(args.url, args.reps, args.n, args.calls, args.only)
         print_send(rows, args.n, args.calls)
