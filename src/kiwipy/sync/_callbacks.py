@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import contextvars
 import inspect
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -110,6 +112,12 @@ class CallbackThreads:
         self._lock = threading.Lock()
         self._lanes: dict[int, collections.deque[_Call]] = {}
         self._ready: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # Idle threads sleep on this pipe, a byte per lane put in ``_ready``: ``os.write``
+        # lets go of the GIL before it wakes one, so the woken thread runs at once (a queue's
+        # ``put`` wakes it while holding the GIL, and it often sleeps again until the loop
+        # lets go). The write end never blocks the loop: a full pipe wakes threads as well.
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_write, False)
         self._threads: list[threading.Thread] = []
         self._idle = 0  # threads waiting for a lane
         self._queued = 0  # lanes waiting for a thread
@@ -141,9 +149,18 @@ class CallbackThreads:
             threads = list(self._threads)
         for _ in threads:
             self._ready.put(_STOP)
+        self._wake(len(threads))
         for thread in threads:
             if thread is not threading.current_thread():
                 thread.join(timeout / max(len(threads), 1))
+
+    def __del__(self) -> None:
+        # Not in stop(): a wake-up the loop queued before may still write to the pipe, and a
+        # closed descriptor's number may be another file's by then. Threads and queued
+        # wake-ups hold this object, so nothing writes or reads the pipe any more here.
+        for fd in (self._wake_read, self._wake_write):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def _submit(self, lane_key: int, call: _Call) -> None:
         with self._lock:
@@ -159,6 +176,7 @@ class CallbackThreads:
                 self._start_thread()
         if self._at_turn_end is None:
             self._ready.put(lane_key)
+            self._wake(1)
             return
         # Woken now, a thread would find the loop holding the GIL (and often preempt it only
         # to sleep again); at the turn's end the loop is about to let go of it.
@@ -170,6 +188,24 @@ class CallbackThreads:
         to_wake, self._to_wake = self._to_wake, []
         for lane_key in to_wake:
             self._ready.put(lane_key)
+        self._wake(len(to_wake))
+
+    def _wake(self, count: int) -> None:
+        with contextlib.suppress(BlockingIOError):  # full: there are bytes enough to wake
+            os.write(self._wake_write, b"\0" * count)
+
+    def _next_lane(self) -> Any:
+        """The next lane to drain (or ``_STOP``), sleeping on the pipe while there is none.
+
+        A byte goes with every lane put, and a thread reads one only before it looks for a
+        lane: a thread that finds none had its lane taken by one that did not sleep, and
+        sleeps again; no lane is left without a byte to wake a thread for it.
+        """
+        while True:
+            try:
+                return self._ready.get_nowait()
+            except queue.Empty:
+                os.read(self._wake_read, 1)
 
     def _start_thread(self) -> None:
         thread = threading.Thread(
@@ -182,7 +218,7 @@ class CallbackThreads:
         with self._lock:
             self._idle += 1
         while True:
-            lane_key = self._ready.get()
+            lane_key = self._next_lane()
             if lane_key is _STOP:
                 return
             with self._lock:
