@@ -23,6 +23,34 @@ class BlockingFuture(concurrent.futures.Future[Any]):
         super().__init__()
         self._portal = portal
         self._wakers: set[Any] | None = None
+        self._source: asyncio.Future[Any] | None = None
+
+    def _follow(self, source: asyncio.Future[Any]) -> None:
+        """Take ``source``'s outcome when it has one (on the loop thread); cancelling this
+        cancels ``source``. Bound methods, not closures: fewer objects per future."""
+        self._source = source
+        source.add_done_callback(self._copy)
+        self.add_done_callback(_cancel_source)
+
+    def _copy(self, done: asyncio.Future[Any]) -> None:
+        if done.cancelled():
+            self.cancel()
+            return
+        try:
+            if done.exception() is not None:
+                self.set_exception(done.exception())
+            else:
+                result = done.result()
+                if asyncio.isfuture(result):
+                    result = to_concurrent(result, self._portal)
+                self.set_result(result)
+        except concurrent.futures.InvalidStateError:
+            pass  # the user cancelled it from another thread meanwhile
+
+    def _cancel_source(self) -> None:
+        source, self._source = self._source, None  # no cycle once settled
+        if self.cancelled() and source is not None and not source.done():
+            self._portal.call_soon(source.cancel)
 
     def result(self, timeout: float | None = None) -> Any:
         return super().result(self._wait(timeout))
@@ -50,33 +78,17 @@ class BlockingFuture(concurrent.futures.Future[Any]):
             self._portal.wake(waker)
 
 
+def _cancel_source(done: concurrent.futures.Future[Any]) -> None:
+    if isinstance(done, BlockingFuture):
+        done._cancel_source()
+
+
 def to_concurrent(source: asyncio.Future[Any], portal: Portal) -> concurrent.futures.Future[Any]:
     """A thread-safe future that follows ``source``; call on the loop thread.
 
     A result that is itself an asyncio future (a ``pending`` reply) becomes a concurrent future
     too, to any depth. Cancelling the returned future cancels ``source`` on the loop.
     """
-    target: concurrent.futures.Future[Any] = BlockingFuture(portal)
-
-    def copy(done: asyncio.Future[Any]) -> None:
-        if done.cancelled():
-            target.cancel()
-            return
-        try:
-            if done.exception() is not None:
-                target.set_exception(done.exception())
-            else:
-                result = done.result()
-                if asyncio.isfuture(result):
-                    result = to_concurrent(result, portal)
-                target.set_result(result)
-        except concurrent.futures.InvalidStateError:
-            pass  # the user cancelled it from another thread meanwhile
-
-    def cancel_source(done: concurrent.futures.Future[Any]) -> None:
-        if done.cancelled() and not source.done():
-            portal.call_soon(source.cancel)
-
-    source.add_done_callback(copy)
-    target.add_done_callback(cancel_source)
+    target = BlockingFuture(portal)
+    target._follow(source)
     return target
