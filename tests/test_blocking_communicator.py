@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import inspect
 import logging
+import os
 import threading
 import time
 import uuid
@@ -296,6 +297,25 @@ def test_blocking_futures_wait_time_out_and_cancel_their_source() -> None:
         assert source.cancelled()
     finally:
         portal.stop()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_a_forked_child_does_not_share_its_parents_waker() -> None:
+    """The parent's loop wakes its callers through their pipes; a child sharing one would take
+    the parent's wake-ups (or give it its own)."""
+    from kiwipy.sync import _portal
+
+    parent = _portal.thread_waker()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        os.write(write, b"1" if _portal.thread_waker() is not parent else b"0")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1"
+    assert _portal.thread_waker() is parent
+    os.close(read)
+    os.close(write)
 
 
 # -- long callbacks and heartbeats ------------------------------------------------------------

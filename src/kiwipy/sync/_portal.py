@@ -267,6 +267,16 @@ class _Waker:
 _wakers = threading.local()
 
 
+def _forget_wakers() -> None:
+    """In a forked child: its threads get pipes of their own (the parent's are shared)."""
+    global _wakers
+    _wakers = threading.local()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_wakers)
+
+
 def thread_waker() -> _Waker:
     """This thread's waker (made on its first blocking call)."""
     try:
