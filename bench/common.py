@@ -8,7 +8,9 @@ interpreter of another virtual environment. Times come from ``time.monotonic()``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import gc
 import json
 import math
 import resource
@@ -82,13 +84,54 @@ def latency_summary(seconds: Sequence[float]) -> Result:
     }
 
 
+class GcProbe:
+    """This process's garbage collections from creation to :meth:`stop`: how many of each
+    generation, the CPU time spent in them (``gc.callbacks``, the collecting thread's CPU
+    clock: a collection preempted on a busy machine does not count the wait) and the objects
+    they freed."""
+
+    def __init__(self) -> None:
+        self.collections = [0, 0, 0]
+        self.collected = 0
+        self.seconds = 0.0
+        self.longest_full_s = 0.0
+        self._started_at = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started_at = time.thread_time()
+            return
+        took = time.thread_time() - self._started_at
+        generation = info["generation"]
+        self.collections[generation] += 1
+        self.collected += info["collected"]
+        self.seconds += took
+        if generation == 2:
+            self.longest_full_s = max(self.longest_full_s, took)
+
+    def stop(self, n: int) -> Result:
+        """Stop counting; the figures, with the time per 1,000 of ``n`` messages."""
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self._on_gc)
+        return {
+            "gc_collections_0": self.collections[0],
+            "gc_collections_1": self.collections[1],
+            "gc_collections_2": self.collections[2],
+            "gc_collected": self.collected,
+            "gc_ms_per_1k": round(self.seconds * 1e6 / max(n, 1), 3),
+            "gc_full_ms_max": round(self.longest_full_s * 1e3, 3),
+        }
+
+
 class Timer:
     """The timed part of a run: from creation, through "every send confirmed", to the end.
 
-    Also counts this process's CPU over the same span.
+    Also counts this process's CPU and garbage collections over the same span.
     """
 
     def __init__(self) -> None:
+        self._gc = GcProbe()
         self.start = monotonic()
         self.sent = self.start
         self._cpu = cpu_s()
@@ -102,6 +145,7 @@ class Timer:
             "send_rate_per_s": round(n / (self.sent - self.start), 1),
             "total_s": round(end - self.start, 4),
             "driver_cpu_busy_s": round(cpu_s() - self._cpu, 3),
+            **self._gc.stop(n),
         }
 
 

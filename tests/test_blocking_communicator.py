@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import inspect
 import logging
+import os
 import threading
 import time
 import uuid
@@ -225,6 +226,123 @@ def test_a_timed_out_call_is_cancelled_not_left_running() -> None:
         assert not finished.is_set()
     finally:
         portal.stop()
+
+
+def test_a_late_outcome_does_not_wake_the_next_call_early(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A timed-out call's outcome still reaches the caller's pipe later; the next call on the
+    same thread must wait for its own outcome, not return on that byte."""
+    monkeypatch.setattr("kiwipy.sync._portal._CANCEL_GRACE_S", 0.1)
+    portal = Portal("test-portal")
+    release = threading.Event()
+
+    async def stuck() -> str:
+        try:
+            await asyncio.sleep(10)
+        finally:  # unwinding the cancellation takes a while and ends with a wake-up
+            await asyncio.to_thread(release.wait, 5)
+        return "stuck"  # pragma: no cover
+
+    async def slow(value: str) -> str:
+        await asyncio.sleep(0.2)
+        return value
+
+    try:
+        with pytest.raises(DeadlineExceeded):
+            portal.call(stuck, 0.05, "stuck")
+    except BaseException:
+        release.set()
+        portal.stop()
+        raise
+    try:
+        release.set()
+        started = time.monotonic()
+        assert portal.call(lambda: slow("mine"), 5, "slow") == "mine"
+        assert time.monotonic() - started >= 0.15
+    finally:
+        portal.stop()
+
+
+def test_portal_errors_and_cancellation_reach_the_caller() -> None:
+    portal = Portal("test-portal")
+
+    async def fail() -> None:
+        raise ValueError("from the loop")
+
+    async def cancelled() -> None:
+        raise asyncio.CancelledError()
+
+    try:
+        with pytest.raises(ValueError, match="from the loop"):
+            portal.call(fail, 5, "fail")
+        with pytest.raises(concurrent.futures.CancelledError):
+            portal.call(cancelled, 5, "cancelled")
+        assert portal.call(lambda: asyncio.sleep(0, "ok"), 5, "ok") == "ok"
+    finally:
+        portal.stop()
+
+
+def test_blocking_futures_wait_time_out_and_cancel_their_source() -> None:
+    from kiwipy.sync._futures import to_concurrent
+
+    portal = Portal("test-portal")
+
+    async def make() -> tuple[asyncio.Future[Any], concurrent.futures.Future[Any]]:
+        source: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        return source, to_concurrent(source, portal)
+
+    try:
+        source, target = portal.call(make, 5, "make")
+        assert isinstance(target, concurrent.futures.Future)
+        with pytest.raises(concurrent.futures.TimeoutError):
+            target.result(timeout=0.05)
+        portal.call_soon(lambda: source.set_result(42) if not source.done() else None)
+        assert target.result(timeout=5) == 42
+        assert target.exception(timeout=0) is None
+
+        source, target = portal.call(make, 5, "make")
+        seen: list[str] = []
+
+        def wait() -> None:
+            try:
+                target.result(5)
+            except concurrent.futures.CancelledError:
+                seen.append("cancelled")
+
+        waiters = [threading.Thread(target=wait) for _ in range(3)]
+        for waiter in waiters:
+            waiter.start()
+        time.sleep(0.05)  # let them sleep on their pipes (the test holds either way)
+        assert target.cancel()
+        for waiter in waiters:
+            waiter.join(5)
+        assert seen == ["cancelled"] * 3
+        deadline = time.monotonic() + 5
+        while not source.cancelled() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert source.cancelled()
+    finally:
+        portal.stop()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_a_forked_child_does_not_share_its_parents_waker() -> None:
+    """The parent's loop wakes its callers through their pipes; a child sharing one would take
+    the parent's wake-ups (or give it its own)."""
+    from kiwipy.sync import _portal
+
+    parent = _portal.thread_waker()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        os.write(write, b"1" if _portal.thread_waker() is not parent else b"0")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1"
+    assert _portal.thread_waker() is parent
+    os.close(read)
+    os.close(write)
 
 
 # -- long callbacks and heartbeats ------------------------------------------------------------

@@ -50,7 +50,9 @@ class Communicator(communications.Communicator):
         self._settings = settings
         self._closed = False
         self._portal = Portal(f"kiwipy-loop-{number}")
-        self._callbacks = CallbackThreads(f"kiwipy-callbacks-{number}")
+        self._callbacks = CallbackThreads(
+            f"kiwipy-callbacks-{number}", at_turn_end=self._portal.at_turn_end
+        )
         try:
             self._async = self._portal.call(
                 self._create, settings.connection_timeout + 5, "Connect"
@@ -79,11 +81,14 @@ class Communicator(communications.Communicator):
 
     # -- plumbing ------------------------------------------------------------------------------
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise CommunicatorClosed("The communicator is closed")
+
     def _call(
         self, make: Callable[[], Coroutine[Any, Any, T]], timeout: float | None, what: str
     ) -> T:
-        if self._closed:
-            raise CommunicatorClosed("The communicator is closed")
+        self._check_open()
         return self._portal.call_operation(make, timeout, self._settings.operation_timeout, what)
 
     def _stop_threads(self) -> None:
@@ -241,14 +246,10 @@ class Communicator(communications.Communicator):
         timeout: float | None = None,
     ) -> concurrent.futures.Future[Any]:
         """Send an RPC; ``UnroutableError`` is raised here when nobody owns ``recipient_id``."""
-
-        async def send() -> concurrent.futures.Future[Any]:
-            future = await self._async.rpc_send(
-                recipient_id, msg, deadline=deadline, timeout=timeout
-            )
-            return to_concurrent(future, self._portal)
-
-        return self._call(send, timeout, "rpc_send")
+        self._check_open()
+        send = _send_rpc(self._async, self._portal, recipient_id, msg, deadline, timeout)
+        default = self._settings.operation_timeout
+        return self._portal.run_operation(send, timeout, default, "rpc_send")
 
     def rpc_call(
         self,
@@ -296,10 +297,19 @@ class Communicator(communications.Communicator):
         timeout: float | None = None,
     ) -> bool:
         """Send a broadcast; ``True`` once the broker has it."""
-        return self._call(
-            lambda: self._async.broadcast_send(
-                body, sender, subject, correlation_id, timeout=timeout
-            ),
-            timeout,
-            "broadcast_send",
-        )
+        self._check_open()
+        send = self._async.broadcast_send(body, sender, subject, correlation_id, timeout=timeout)
+        default = self._settings.operation_timeout
+        return self._portal.run_operation(send, timeout, default, "broadcast_send")
+
+
+async def _send_rpc(
+    communicator: AsyncCommunicator,
+    portal: Portal,
+    recipient_id: Any,
+    msg: Any,
+    deadline: float | None,
+    timeout: float | None,
+) -> concurrent.futures.Future[Any]:
+    future = await communicator.rpc_send(recipient_id, msg, deadline=deadline, timeout=timeout)
+    return to_concurrent(future, portal)

@@ -48,12 +48,9 @@ class TaskQueue:
         timeout: float | None = None,
     ) -> concurrent.futures.Future[Any] | None:
         """Send a task; when this returns the broker has confirmed it."""
-
-        async def send() -> concurrent.futures.Future[Any] | None:
-            future = await self._queue.task_send(task, no_reply, deadline=deadline, timeout=timeout)
-            return None if future is None else to_concurrent(future, self._portal)
-
-        return self._call(send, timeout, "task_send")
+        send = _send_task(self._queue, self._portal, task, no_reply, deadline, timeout)
+        default = self._queue.settings.operation_timeout
+        return self._portal.run_operation(send, timeout, default, "task_send")
 
     def task_call(
         self, task: Any, *, deadline: float | None = None, timeout: float | None = None
@@ -213,6 +210,18 @@ class BlockingIncomingTask:
             await self._task.finish(done_future(exception=outcome.exception()))
         else:
             await self._task.finish(done_future(result=outcome.result()))
+
+
+async def _send_task(
+    queue: AsyncTaskQueue,
+    portal: Portal,
+    task: Any,
+    no_reply: bool,
+    deadline: float | None,
+    timeout: float | None,
+) -> concurrent.futures.Future[Any] | None:
+    future = await queue.task_send(task, no_reply, deadline=deadline, timeout=timeout)
+    return None if future is None else to_concurrent(future, portal)
 
 
 def _forward_to(outcome: asyncio.Future[Any], portal: Portal) -> concurrent.futures.Future[Any]:
