@@ -12,11 +12,12 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from kiwipy_reliability.faults import WorkerProcess
 from kiwipy_reliability.workers import EVENT_PREFIX
 
-__all__ = ["Delivery", "Ledger", "percentile", "wait_until"]
+__all__ = ["Delivery", "Ledger", "percentile", "send_paced", "wait_until"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,6 +167,38 @@ class Ledger:
                 "unexpected": len(finished - set(self.published)),
                 "stale_completions": sum(len(v) for v in self.stale_completions.values()),
             }
+
+
+def send_paced(
+    comm: Any,
+    ledger: Ledger,
+    *,
+    total: int,
+    batch: int,
+    rate: float,
+    unpaced: threading.Event,
+    task_seconds: float,
+    timeout: float,
+) -> None:
+    """Send tasks ``0 .. total - 1`` (``{"id", "sleep"}``, no reply) in batches with their
+    confirms in flight, at ``rate`` per second until ``unpaced`` is set, then at once; each
+    batch is recorded in ``ledger``: published, then confirmed or failed (a send that raised)."""
+    started = time.monotonic()
+    next_id = 0
+    while next_id < total:
+        ids = list(range(next_id, min(next_id + batch, total)))
+        ledger.record_published(ids)
+        try:
+            comm.task_send_many(
+                [{"id": i, "sleep": task_seconds} for i in ids], no_reply=True, timeout=timeout
+            )
+        except Exception as exc:  # reported to the caller: the ledger notes it
+            ledger.record_failed(ids, exc)
+        else:
+            ledger.record_confirmed(ids)
+        next_id += len(ids)
+        if not unpaced.is_set():
+            unpaced.wait(max(0.0, started + next_id / rate - time.monotonic()))
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:

@@ -22,7 +22,7 @@ import time
 import kiwipy.sync
 from kiwipy_reliability.base import Scale, ScenarioResult, unique_name
 from kiwipy_reliability.faults import RabbitNode, WorkerProcess
-from kiwipy_reliability.ledger import Ledger, wait_until
+from kiwipy_reliability.ledger import Ledger, send_paced, wait_until
 from kiwipy_reliability.workers import WorkerSpec, queue_counts, start_worker
 
 __all__ = ["NAME", "run"]
@@ -64,25 +64,17 @@ def run(node: RabbitNode, scale: Scale) -> ScenarioResult:
     sender_errors: list[BaseException] = []
 
     def send_all() -> None:
-        started = time.monotonic()
-        next_id = 0
         try:
-            while next_id < total:
-                ids = list(range(next_id, min(next_id + batch, total)))
-                ledger.record_published(ids)
-                try:
-                    comm.task_send_many(
-                        [{"id": i, "sleep": _TASK_SECONDS} for i in ids],
-                        no_reply=True,
-                        timeout=_SEND_TIMEOUT,
-                    )
-                except Exception as exc:  # reported to the caller: the ledger notes it
-                    ledger.record_failed(ids, exc)
-                else:
-                    ledger.record_confirmed(ids)
-                next_id += len(ids)
-                if not kills_done.is_set():
-                    kills_done.wait(max(0.0, started + next_id / rate - time.monotonic()))
+            send_paced(
+                comm,
+                ledger,
+                total=total,
+                batch=batch,
+                rate=rate,
+                unpaced=kills_done,
+                task_seconds=_TASK_SECONDS,
+                timeout=_SEND_TIMEOUT,
+            )
         except BaseException as exc:
             sender_errors.append(exc)
 
