@@ -28,6 +28,7 @@ import time
 import traceback
 from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
 from kiwipy_reliability.base import Scale, ScenarioResult
 from kiwipy_reliability.faults import RabbitNode
@@ -112,22 +113,47 @@ def main(argv: list[str] | None = None) -> int:
             if node is not None and getattr(module, "NEEDS_RABBITMQ", True):
                 ensure_running(node)
                 node.reset_env()
-            say(f"{name}: running ...")
-            started = time.monotonic()
-            try:
-                result: ScenarioResult = module.run(node, scale)
-            except Exception as exc:
-                errors[name] = f"{type(exc).__name__}: {exc}"
-                say(traceback.format_exc())
-                continue
-            say(f"{name}: done in {time.monotonic() - started:.1f} s")
-            for note in result.notes:
-                say(f"  note: {note}")
-            results.append(result)
+            result = _run_scenario(name, module, node, scale, say, errors)
+            if result is not None:
+                results.append(result)
+    return _report(results, began, say, aggregate(results, unavailable, errors))
+
+
+def _run_scenario(
+    name: str,
+    module: ModuleType,
+    target: object,
+    scale: Scale,
+    say: Callable[[str], None],
+    errors: dict[str, str],
+) -> ScenarioResult | None:
+    """Run one scenario on ``target`` (a node or a cluster); ``None`` when it raised (noted in
+    ``errors``)."""
+    say(f"{name}: running ...")
+    started = time.monotonic()
+    try:
+        result: ScenarioResult = module.run(target, scale)
+    except Exception as exc:
+        errors[name] = f"{type(exc).__name__}: {exc}"
+        say(traceback.format_exc())
+        return None
+    say(f"{name}: done in {time.monotonic() - started:.1f} s")
+    for note in result.notes:
+        say(f"  note: {note}")
+    return result
+
+
+def _report(
+    results: list[ScenarioResult],
+    began: float,
+    say: Callable[[str], None],
+    summary: dict[str, Any],
+    where: str = "",
+) -> int:
+    """The table, the time taken and, last, the JSON line; the exit code."""
     say("")
     say(format_table(results))
-    say(f"total {time.monotonic() - began:.1f} s")
-    summary = aggregate(results, unavailable, errors)
+    say(f"total {time.monotonic() - began:.1f} s{where}")
     print(json.dumps(summary, sort_keys=True), flush=True)
     return 0 if passed(summary) else 1
 
@@ -150,29 +176,17 @@ def _run_cluster(names: list[str], scale: Scale, say: Callable[[str], None]) -> 
                 unavailable.append(name)
                 continue
             cluster.ensure_running(_START_TIMEOUT)
-            say(f"{name}: running ...")
-            started = time.monotonic()
-            try:
-                result: ScenarioResult = module.run(cluster, scale)
-            except Exception as exc:
-                errors[name] = f"{type(exc).__name__}: {exc}"
-                say(traceback.format_exc())
+            result = _run_scenario(name, module, cluster, scale, say, errors)
+            if result is None:
                 continue
-            say(f"{name}: done in {time.monotonic() - started:.1f} s")
-            for note in result.notes:
-                say(f"  note: {note}")
             missed = module.misses(result.figures)
             for miss in missed:
                 say(f"  MISSED: {miss}")
             if missed:
                 misses[name] = missed
             results.append(result)
-    say("")
-    say(format_table(results))
-    say(f"total {time.monotonic() - began:.1f} s (no process of the cluster left)")
     summary = aggregate(results, unavailable, errors, misses)
-    print(json.dumps(summary, sort_keys=True), flush=True)
-    return 0 if passed(summary) else 1
+    return _report(results, began, say, summary, " (no process of the cluster left)")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from kiwipy_reliability.faults._system import pid_alive, wait_pid_gone
+
 __all__ = [
     "CONNECT_AND_PRINT_PID",
     "LocalBroker",
@@ -93,27 +95,8 @@ def stop_local_broker(directory: Path) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-        if _wait_gone(pid, 3.0):
+        if wait_pid_gone(pid, 3.0):
             return
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while _alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 class LocalBroker:
@@ -142,7 +125,7 @@ class LocalBroker:
             pid = int((self.directory / "broker.pid").read_text())
         except (OSError, ValueError):
             return None
-        return pid if _alive(pid) else None
+        return pid if pid_alive(pid) else None
 
     def kill(self) -> int:
         """SIGKILL the broker (it must run); return once it is gone. Its pid."""
@@ -150,7 +133,7 @@ class LocalBroker:
         if pid is None:
             raise RuntimeError(f"no broker runs for {self.directory}")
         os.kill(pid, signal.SIGKILL)
-        _wait_gone(pid, 10.0)
+        wait_pid_gone(pid, 10.0)
         return pid
 
     def brokers_serving(self) -> list[int]:
