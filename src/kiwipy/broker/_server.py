@@ -366,8 +366,13 @@ class ClientConnection(asyncio.Protocol):
             self._answer(header, error=("unroutable", text))
             return
         properties = header.get("m") or {}
-        task_id = self.broker.store.add(queue.name, _PROPERTIES.encode(properties), body)
-        queue.ready.append(Task(task_id, queue.name, properties, body))
+        # "again": the client sends it a second time, its first try's answer lost with the
+        # connection: that copy may have been stored, or handed to a worker before its commit,
+        # so this one is delivered as a redelivery (a possible duplicate, flagged).
+        seen = 1 if header.get("again") else 0
+        encoded = _PROPERTIES.encode(properties)
+        task_id = self.broker.store.add(queue.name, encoded, body, seen)
+        queue.ready.append(Task(task_id, queue.name, properties, body, deliveries=seen))
         self.broker.dispatch(queue)
         self.broker.confirm_after_commit(self, header["id"])
 

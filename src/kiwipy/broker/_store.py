@@ -144,10 +144,10 @@ class Store:
     def declare(self, queue: str) -> None:
         self._declared.append(queue)
 
-    def add(self, queue: str, props: str, body: bytes) -> int:
+    def add(self, queue: str, props: str, body: bytes, deliveries: int = 0) -> int:
         """A new task's id; it is stored at the next commit."""
         task_id = next(self._ids)
-        self._added[task_id] = [queue, props, body, 0]
+        self._added[task_id] = [queue, props, body, deliveries]
         return task_id
 
     def pending(self, task_id: int) -> bool:

@@ -271,6 +271,7 @@ class BrokerLink:
             except LinkDown:
                 if direct:
                     raise
+                header = {**header, "again": True}  # the broker may have acted on the first
                 continue
             if answer.get("op") == "err":
                 raise _error(answer)
