@@ -18,7 +18,6 @@ import socket
 import struct
 import time
 import uuid
-from collections import Counter
 from typing import Any
 
 from kiwipy.broker._wire import PROTOCOL_VERSION, decode_frame, encode_frame
@@ -26,7 +25,13 @@ from kiwipy.transports.base import Message
 from kiwipy_reliability.base import Scale, ScenarioResult, unique_name
 from kiwipy_reliability.local import LocalBroker
 from kiwipy_reliability.scenario_workers import WorkerLog, start_worker
-from kiwipy_reliability.scenarios.malformed import _ID_HEADER, MAX_MESSAGE_BYTES, _plan
+from kiwipy_reliability.scenarios.malformed import (
+    _ID_HEADER,
+    MAX_MESSAGE_BYTES,
+    _plan,
+    dead_letter_figures,
+    worker_figures,
+)
 
 __all__ = ["NAME", "NEEDS_RABBITMQ", "run"]
 
@@ -111,8 +116,6 @@ def _broker_refusals(broker: LocalBroker) -> int:
 
 
 def run(node: object, scale: Scale) -> ScenarioResult:
-    from kiwipy.aio._rejections import REASON_HEADER
-
     count = scale.pick(200, 2_000, 10_000)
     prefix = unique_name("local-malformed")
     queue, dead_letters = f"{prefix}.queue", f"{prefix}.dead"
@@ -152,35 +155,13 @@ def run(node: object, scale: Scale) -> ScenarioResult:
                 log.wait(lambda log: False, 0.2)
             figures["settle_s"] = round(time.monotonic() - began, 2)
             log.wait(lambda log: False, 0.5)  # late events, if any
-            valid = [event[1] for event in log.of("VALID")]
-            figures["valid_processed"] = len(set(valid))
-            figures["valid_duplicated"] = len(valid) - len(set(valid))
-            figures["valid_redelivered"] = sum(1 for event in log.of("VALID") if event[2] == "1")
-            figures["connection_losses"] = sum(1 for event in log.of("CONN") if event[1] == "0")
-            alive = worker.is_running() and worker.pid == pid
-            figures["malformed_crashes"] = 0 if alive else 1
-            if not alive:
-                notes.append(f"worker exited with {worker.returncode}:\n{worker.output()[-3000:]}")
+            worker_figures(log, worker, pid, figures, notes)
             left = broker.queue_stats().get(queue, {"ready": -1, "unacked": -1})
             figures["queue_left"] = left["ready"] + left["unacked"]
             figures["broker_refusals_ok"] = _broker_refusals(broker)
 
             dead = asyncio.run(_drain(broker.url, dead_letters))
-            ids = Counter(message["id"] for message in dead)
-            malformed_ids = {ident for ident, kind in kinds.items() if kind != "valid"}
-            figures["dead_lettered"] = len(set(ids) & malformed_ids)
-            figures["dead_lettered_twice"] = sum(1 for n in ids.values() if n > 1)
-            figures["dead_lettered_valid"] = len(set(ids) - malformed_ids)
-            figures["dead_with_reason"] = sum(1 for m in dead if REASON_HEADER in m["headers"])
-            missing = Counter(kinds[ident] for ident in malformed_ids - set(ids))
-            if missing:
-                notes.append(f"not dead-lettered, by kind: {dict(missing)}")
-            figures["malformed_settled_first"] = int(
-                figures["dead_lettered"] == count
-                and figures["dead_lettered_twice"] == 0
-                and figures["queue_left"] == 0
-                and figures["connection_losses"] == 0
-            )
+            dead_letter_figures(dead, kinds, count, figures, notes)
         finally:
             worker.close()
             figures["marker_created"] = int(os.path.exists(marker))

@@ -26,7 +26,7 @@ from kiwipy_reliability.scenario_workers import WorkerLog, queue_table, start_wo
 
 if TYPE_CHECKING:
     from kiwipy_reliability.base import Scale, ScenarioResult
-    from kiwipy_reliability.faults import RabbitNode
+    from kiwipy_reliability.faults import RabbitNode, WorkerProcess
 
 __all__ = ["NAME", "malformed_bodies", "run"]
 
@@ -178,6 +178,54 @@ def _as_text(value: Any) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
+def worker_figures(
+    log: WorkerLog,
+    worker: WorkerProcess,
+    pid: int | None,
+    figures: dict[str, float | int],
+    notes: list[str],
+) -> None:
+    """What the malformed worker's events say: valid tasks processed, duplicated and
+    redelivered, connection losses, and whether the worker that started is still the one."""
+    valid = [event[1] for event in log.of("VALID")]
+    figures["valid_processed"] = len(set(valid))
+    figures["valid_duplicated"] = len(valid) - len(set(valid))
+    figures["valid_redelivered"] = sum(1 for event in log.of("VALID") if event[2] == "1")
+    figures["connection_losses"] = sum(1 for event in log.of("CONN") if event[1] == "0")
+    alive = worker.is_running() and worker.pid == pid
+    figures["malformed_crashes"] = 0 if alive else 1
+    if not alive:
+        notes.append(f"worker exited with {worker.returncode}:\n{worker.output()[-3000:]}")
+
+
+def dead_letter_figures(
+    dead: list[dict[str, Any]],
+    kinds: dict[str, str],
+    count: int,
+    figures: dict[str, float | int],
+    notes: list[str],
+) -> None:
+    """What the dead-letter queue holds against the plan (``kinds``: id -> kind); needs
+    ``queue_left`` and ``connection_losses`` already in ``figures``."""
+    from kiwipy.aio._rejections import REASON_HEADER
+
+    ids = Counter(_as_text(message["id"]) for message in dead)
+    malformed_ids = {ident for ident, kind in kinds.items() if kind != "valid"}
+    figures["dead_lettered"] = len(set(ids) & malformed_ids)
+    figures["dead_lettered_twice"] = sum(1 for n in ids.values() if n > 1)
+    figures["dead_lettered_valid"] = len(set(ids) - malformed_ids)
+    figures["dead_with_reason"] = sum(1 for m in dead if REASON_HEADER in m["headers"])
+    missing = Counter(kinds[ident] for ident in malformed_ids - set(ids))
+    if missing:
+        notes.append(f"not dead-lettered, by kind: {dict(missing)}")
+    figures["malformed_settled_first"] = int(
+        figures["dead_lettered"] == count
+        and figures["dead_lettered_twice"] == 0
+        and figures["queue_left"] == 0
+        and figures["connection_losses"] == 0
+    )
+
+
 def run(node: RabbitNode, scale: Scale) -> ScenarioResult:
     from kiwipy.aio._rejections import REASON_HEADER
     from kiwipy_reliability.base import ScenarioResult, unique_name
@@ -221,34 +269,12 @@ def run(node: RabbitNode, scale: Scale) -> ScenarioResult:
             log.wait(lambda log: False, 1.0)
         figures["settle_s"] = round(time.monotonic() - began, 2)
         log.wait(lambda log: False, 0.5)  # late events, if any
-        valid = [event[1] for event in log.of("VALID")]
-        figures["valid_processed"] = len(set(valid))
-        figures["valid_duplicated"] = len(valid) - len(set(valid))
-        figures["valid_redelivered"] = sum(1 for event in log.of("VALID") if event[2] == "1")
-        figures["connection_losses"] = sum(1 for event in log.of("CONN") if event[1] == "0")
-        alive = worker.is_running() and worker.pid == pid
-        figures["malformed_crashes"] = 0 if alive else 1
-        if not alive:
-            notes.append(f"worker exited with {worker.returncode}:\n{worker.output()[-3000:]}")
+        worker_figures(log, worker, pid, figures, notes)
         queue_left = queue_table(node, "messages").get(queue, ["0"])[0]
         figures["queue_left"] = int(queue_left) if queue_left.isdigit() else -1
 
         dead = asyncio.run(_drain(node.url, dead_letters, count, quiet=3.0))
-        ids = Counter(_as_text(message["id"]) for message in dead)
-        malformed_ids = {ident for ident, kind in kinds.items() if kind != "valid"}
-        figures["dead_lettered"] = len(set(ids) & malformed_ids)
-        figures["dead_lettered_twice"] = sum(1 for n in ids.values() if n > 1)
-        figures["dead_lettered_valid"] = len(set(ids) - malformed_ids)
-        figures["dead_with_reason"] = sum(1 for m in dead if REASON_HEADER in m["headers"])
-        missing = Counter(kinds[ident] for ident in malformed_ids - set(ids))
-        if missing:
-            notes.append(f"not dead-lettered, by kind: {dict(missing)}")
-        figures["malformed_settled_first"] = int(
-            figures["dead_lettered"] == count
-            and figures["dead_lettered_twice"] == 0
-            and figures["queue_left"] == 0
-            and figures["connection_losses"] == 0
-        )
+        dead_letter_figures(dead, kinds, count, figures, notes)
         reasons = {
             kinds.get(_as_text(m["id"]), "?"): _as_text(m["headers"].get(REASON_HEADER))[:160]
             for m in dead
