@@ -21,8 +21,8 @@ from kiwipy.broker._store import Store
 from kiwipy.broker._wire import (
     PRODUCT,
     PROTOCOL_VERSION,
-    FrameBuffer,
     FrameError,
+    FrameReader,
     encode_frame,
     encode_ok,
 )
@@ -252,14 +252,14 @@ class Broker:
         self.dispatch(queue)
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection(asyncio.BufferedProtocol):
     """One client: its frames in, its deliveries and answers out, and its leases."""
 
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self.transport: asyncio.Transport | None = None
         self.leases: dict[int, tuple[Task, Consumer | None]] = {}
-        self._frames = FrameBuffer()
+        self._frames = FrameReader()
         #: Whether a delivery to this connection waits for the next commit.
         self.deferred = False
         self._greeted = False
@@ -293,9 +293,13 @@ class ClientConnection(asyncio.Protocol):
             return
         self.send(header, body)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._frames.get_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._frames.received(nbytes)
         try:
-            for header, body in self._frames.feed(data):
+            for header, body in self._frames.frames():
                 self._handle(header, body)
         except FrameError as exc:
             self._refuse("frame", str(exc))

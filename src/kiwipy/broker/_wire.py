@@ -19,8 +19,8 @@ from typing import Any
 __all__ = (
     "MAX_FRAME_BYTES",
     "PROTOCOL_VERSION",
-    "FrameBuffer",
     "FrameError",
+    "FrameReader",
     "StatePaths",
     "decode_frame",
     "encode_frame",
@@ -32,6 +32,8 @@ PROTOCOL_VERSION = 1
 PRODUCT = "kiwipy-local-broker"
 #: The largest frame either side accepts: the message size cap plus room for the header.
 MAX_FRAME_BYTES = 64 * 1024 * 1024 + 65536
+#: The read buffer of a connection (either side); a larger frame grows it while it is read.
+READ_BUFFER_BYTES = 64 * 1024
 _LENGTHS = struct.Struct(">II")
 _LENGTH = struct.Struct(">I")
 _HEADER = json.JSONEncoder(separators=(",", ":"), default=str)
@@ -59,57 +61,77 @@ def encode_ok(request: Any) -> bytes:
     return _LENGTHS.pack(4 + len(header), len(header)) + header
 
 
-def frame_length(prefix: bytes) -> int:
-    """The length announced by a frame's first four bytes; refuses what is over the limit."""
-    (length,) = _LENGTH.unpack(prefix)
-    if length > MAX_FRAME_BYTES or length < 4:
-        raise FrameError(f"A frame of {length} bytes is refused (limit {MAX_FRAME_BYTES})")
-    return int(length)
-
-
-def decode_frame(payload: bytes) -> tuple[dict[str, Any], bytes]:
+def decode_frame(payload: bytes | memoryview) -> tuple[dict[str, Any], bytes]:
     """The header and body of a frame's payload (what follows its length)."""
     (header_length,) = _LENGTH.unpack_from(payload)
     if header_length > len(payload) - 4:
         raise FrameError("A frame's header is longer than the frame")
     try:
-        header = json.loads(payload[4 : 4 + header_length].decode())
+        header = json.loads(bytes(payload[4 : 4 + header_length]))
     except ValueError as exc:
         raise FrameError(f"A frame's header is not JSON: {exc}") from exc
     if not isinstance(header, dict):
         raise FrameError("A frame's header is not an object")
-    return header, payload[4 + header_length :]
+    return header, bytes(payload[4 + header_length :])
 
 
-class FrameBuffer:
-    """Splits a byte stream into frames: :meth:`feed` what arrived, get the whole frames."""
+class FrameReader:
+    """Reads frames straight into one buffer, for an :class:`asyncio.BufferedProtocol`.
 
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-        #: Bytes the buffer must hold before its next frame can be read.
-        self._needed = 4
+    asyncio's plain protocols read with ``recv(256 KiB)``: a new 256 KiB object per read, which
+    costs 20 to 30 µs on Linux for a frame of 60 bytes (the allocator maps and unmaps it),
+    several times the rest of the read. Here the socket is read into a buffer that lives as long
+    as the connection; a frame larger than it grows it to the frame's size, once.
+    """
 
-    def feed(self, data: bytes) -> Iterator[tuple[dict[str, Any], bytes]]:
-        """The frames ``data`` completes, in order, then :class:`FrameError` if one is bad.
-        Iterate to the end: what is left of ``data`` is kept at the end."""
-        if self._buffer:
-            self._buffer += data
-            if len(self._buffer) < self._needed:
-                return  # a large frame still coming: no copy until it is whole
-            data = bytes(self._buffer)
-            self._buffer.clear()
-        offset, end = 0, len(data)
-        self._needed = 4
-        while end - offset >= 4:
-            length = frame_length(data[offset : offset + 4])
-            if end - offset - 4 < length:
-                self._needed = 4 + length
-                break
-            frame = decode_frame(data[offset + 4 : offset + 4 + length])
-            offset += 4 + length
-            yield frame
-        if offset < end:
-            self._buffer += data[offset:]
+    def __init__(self, size: int = READ_BUFFER_BYTES) -> None:
+        self._size = size
+        self._buffer = bytearray(size)
+        self._view = memoryview(self._buffer)
+        #: The unread bytes are ``[_start, _end)``.
+        self._start = 0
+        self._end = 0
+
+    def get_buffer(self) -> memoryview:
+        """Where the next read goes (never empty)."""
+        if self._end == len(self._buffer):
+            self._make_room(self._end - self._start + 1)
+        return self._view[self._end :]
+
+    def received(self, nbytes: int) -> None:
+        """``nbytes`` were read into the buffer :meth:`get_buffer` gave."""
+        self._end += nbytes
+
+    def frames(self) -> Iterator[tuple[dict[str, Any], bytes]]:
+        """The whole frames received, in order, then :class:`FrameError` if one is bad.
+        Iterate to the end."""
+        while self._end - self._start >= 4:
+            (length,) = _LENGTH.unpack_from(self._buffer, self._start)
+            if length > MAX_FRAME_BYTES or length < 4:
+                raise FrameError(f"A frame of {length} bytes is refused (limit {MAX_FRAME_BYTES})")
+            if self._end - self._start - 4 < length:
+                self._make_room(4 + length)  # so that the rest of it is read in place
+                return
+            offset = self._start + 4
+            self._start = offset + length
+            yield decode_frame(self._view[offset : self._start])
+        if self._start == self._end:
+            self._start = self._end = 0
+            if len(self._buffer) > self._size:  # a large frame is gone: give its room back
+                self._replace(bytearray(self._size))
+
+    def _make_room(self, needed: int) -> None:
+        """Move the unread bytes to the front, in a larger buffer if ``needed`` does not fit."""
+        unread = bytes(self._view[self._start : self._end])
+        if needed > len(self._buffer):
+            self._replace(bytearray(max(needed, 2 * len(self._buffer))))
+        self._view[: len(unread)] = unread
+        self._start, self._end = 0, len(unread)
+
+    def _replace(self, buffer: bytearray) -> None:
+        self._view.release()
+        self._buffer = buffer
+        self._view = memoryview(buffer)
 
 
 def state_directory(location: str = "", path: str = "") -> Path:

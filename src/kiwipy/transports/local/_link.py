@@ -19,8 +19,8 @@ from typing import Any
 from kiwipy._owned import OwnedTasks
 from kiwipy.broker._wire import (
     PROTOCOL_VERSION,
-    FrameBuffer,
     FrameError,
+    FrameReader,
     StatePaths,
     encode_frame,
 )
@@ -52,13 +52,15 @@ class LinkDown(Exception):
     """The connection closed before the answer came: send the request again once it is back."""
 
 
-class _Connection(asyncio.Protocol):
-    """One connection to the broker: its frames read as they arrive (no task of its own)."""
+class _Connection(asyncio.BufferedProtocol):
+    """One connection to the broker: its frames read as they arrive (no task of its own), into
+    a buffer of the connection's (:class:`~kiwipy.broker._wire.FrameReader`)."""
 
     def __init__(self, link: BrokerLink) -> None:
         self._link = link
-        self._frames = FrameBuffer()
-        self._arrived: list[bytes] = []
+        self._frames = FrameReader()
+        #: Whether bytes arrived that :meth:`_read_arrived` will read (:meth:`buffer_updated`).
+        self._arrived = False
         self.generation = 0
         self.transport: asyncio.Transport | None = None
         self._error: BaseException | None = None
@@ -67,20 +69,23 @@ class _Connection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._frames.get_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
         """Read the frames at the start of the next loop turn, with whatever else arrives for
         this connection meanwhile: what every socket ready at once brought is read before any
         of it is acted on. (Measured against reading at once, interleaved, two runs: awaited
         sends +6% and +10%, pipelined tasks +6% and +21%, RPC p50 the same or better.)"""
-        self._arrived.append(data)
-        if len(self._arrived) == 1:
+        self._frames.received(nbytes)
+        if not self._arrived:
+            self._arrived = True
             asyncio.get_running_loop().call_soon(self._read_arrived)
 
     def _read_arrived(self) -> None:
-        data = self._arrived[0] if len(self._arrived) == 1 else b"".join(self._arrived)
-        self._arrived.clear()
+        self._arrived = False
         try:
-            for header, body in self._frames.feed(data):
+            for header, body in self._frames.frames():
                 self._link._received(header, body, self.generation)
         except FrameError as exc:
             self._error = exc

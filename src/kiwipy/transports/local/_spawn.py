@@ -25,7 +25,7 @@ from kiwipy.exceptions import ConnectionLost
 
 __all__ = ("BrokerUnavailable", "open_broker")
 
-P = TypeVar("P", bound=asyncio.Protocol)
+P = TypeVar("P", bound=asyncio.BaseProtocol)
 #: ``python -m kiwipy.broker``, faster to start: the broker package (stdlib only) is loaded from
 #: its directory, without ``site`` nor ``kiwipy/__init__`` and what that imports (a cold
 #: client waits for this start). Arguments: the package name, its directory, the broker's own.
