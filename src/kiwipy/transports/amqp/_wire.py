@@ -31,6 +31,8 @@ from kiwipy.transports.amqp._errors import ClosedByBroker
 WRITE_QUEUE_FRAMES = 256
 #: Above this many unsent bytes in the socket's buffer, a publish waits for it to drain.
 CONGESTED_BYTES = 1 << 20
+#: How much one read of the socket takes at most (:class:`BufferedStreamProtocol`).
+_READ_BUFFER_BYTES = 2**16
 #: asyncio's default read limit, as ``asyncio.open_connection`` uses.
 _READ_LIMIT = 2**16
 _DEFAULT_HOST = "localhost"
@@ -106,6 +108,26 @@ class CoalescingWriter(asyncio.StreamWriter):
         super().close()
 
 
+class BufferedStreamProtocol(asyncio.StreamReaderProtocol, asyncio.BufferedProtocol):
+    """A stream protocol that reads the socket into one buffer of its own.
+
+    With a plain protocol asyncio reads with ``recv(256 KiB)``: a new 256 KiB object per read,
+    which the allocator maps and unmaps, 20 to 30 µs on Linux even for one small frame (a
+    confirm, a reply). Here each read goes into the same buffer and only what arrived is
+    copied out to the stream reader.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(reader, loop=loop)
+        self._read_view = memoryview(bytearray(_READ_BUFFER_BYTES))
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._read_view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(self._read_view[:nbytes]))
+
+
 class CoalescingTransportFactory(TransportFactory):
     """Opens the TCP (or TLS) connection aiormq talks over, with a :class:`CoalescingWriter`.
 
@@ -125,7 +147,7 @@ class CoalescingTransportFactory(TransportFactory):
         kwargs.pop("ssl_context_provider", None)  # TLS comes from our own context
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=_READ_LIMIT, loop=loop)
-        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        protocol = BufferedStreamProtocol(reader, loop)
         try:
             transport, _ = await loop.create_connection(
                 lambda: protocol,
