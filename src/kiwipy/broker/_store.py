@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -26,6 +27,10 @@ __all__ = ("SCHEMA_VERSION", "StateError", "Store", "StoredTask")
 
 SCHEMA_VERSION = 1
 _APPLICATION_ID = 0x6B697769  # "kiwi": marks the file as ours
+_WAL_HEADER_BYTES = 32
+_WAL_FRAME_HEADER_BYTES = 24
+#: Frames a commit may add beyond the checkpoint threshold before the checkpoint runs.
+_WAL_SPARE_PAGES = 64
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
@@ -53,6 +58,7 @@ class Store:
         self._connection = _open(path)
         self._connection.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         self.epoch = self._start()
+        _extend_wal(self._connection, path)
         row = self._connection.execute("SELECT max(id) FROM task").fetchone()
         self._ids = itertools.count(int(row[0] or 0) + 1)
         #: Writes not committed yet: new tasks (``[queue, props, body, deliveries]``), delivery
@@ -168,6 +174,28 @@ class Store:
     def close(self) -> None:
         self.commit()
         self._connection.close()
+
+
+def _extend_wal(connection: sqlite3.Connection, database: Path) -> None:
+    """Grow the WAL file to the size it reaches before SQLite checkpoints and starts it over,
+    with zeros, fsynced: then every commit overwrites blocks the file already has, and its
+    fsync writes no metadata (measured here: 0.14 ms per commit instead of 0.23 ms for an append,
+    which every commit was after a broker started until the WAL first wrapped). Zeros beyond the
+    last frame are what SQLite reads as the WAL's end (their salt does not match its header's),
+    as it reads the stale frames a wrapped WAL leaves behind."""
+    page_size = int(connection.execute("PRAGMA page_size").fetchone()[0])
+    pages = int(connection.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+    target = _WAL_HEADER_BYTES + (pages + _WAL_SPARE_PAGES) * (page_size + _WAL_FRAME_HEADER_BYTES)
+    wal = database.with_name(database.name + "-wal")
+    with contextlib.suppress(FileNotFoundError), open(wal, "r+b") as file:
+        size = os.fstat(file.fileno()).st_size
+        if size >= target:
+            return
+        file.seek(size)
+        while size < target:
+            size += file.write(bytes(min(target - size, 1 << 20)))
+        file.flush()
+        os.fsync(file.fileno())
 
 
 def _open(path: Path) -> sqlite3.Connection:
