@@ -57,6 +57,13 @@ RESULTS_VIA = {
 }
 
 
+def results_via(system: System) -> str:
+    """The table's last column for ``system``: ours names its transport's way."""
+    if system.kind == "ours" and system.url.startswith("local:"):
+        return "local broker reply address"
+    return RESULTS_VIA.get(system.name, RESULTS_VIA.get(system.kind, ""))
+
+
 @dataclasses.dataclass(frozen=True)
 class Mode:
     name: str
@@ -177,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = [system.name for system in chosen]
     table = peers_report.medians((r.key.impl, w, r.result) for w, r in records)
     values = peers_report.values(table, names, ours=ours[0][0])
-    notes = {s.name: RESULTS_VIA.get(s.name, RESULTS_VIA.get(s.kind, "")) for s in chosen}
+    notes = {s.name: results_via(s) for s in chosen}
     summary = _summary(mode, names, elapsed, load_at_start)
     print(summary)
     print(peers_report.text_table(values, names, notes, ours=ours[0][0]))
