@@ -40,6 +40,24 @@ def test_a_frame_larger_than_the_buffer_grows_it_then_the_room_is_given_back() -
     assert len(reader.get_buffer()) == 1024
 
 
+def test_a_large_frame_read_in_small_pieces_is_moved_at_most_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its bytes go straight to their place: not copied again for every piece that arrives."""
+    moves = []
+    make_room = FrameReader._make_room
+
+    def counted(reader: FrameReader, needed: int) -> None:
+        moves.append(needed)
+        make_room(reader, needed)
+
+    monkeypatch.setattr(FrameReader, "_make_room", counted)
+    body = b"y" * 2_000_000
+    frames = feed(FrameReader(size=4096), encode_frame({"op": "big"}, body), 4096)
+    assert frames == [({"op": "big"}, body)]
+    assert len(moves) == 1
+
+
 def test_an_oversized_or_foreign_frame_is_refused() -> None:
     too_long = (MAX_FRAME_BYTES + 1).to_bytes(4, "big") + b"\0" * 8
     with pytest.raises(FrameError, match="refused"):

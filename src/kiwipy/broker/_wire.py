@@ -110,7 +110,8 @@ class FrameReader:
             if length > MAX_FRAME_BYTES or length < 4:
                 raise FrameError(f"A frame of {length} bytes is refused (limit {MAX_FRAME_BYTES})")
             if self._end - self._start - 4 < length:
-                self._make_room(4 + length)  # so that the rest of it is read in place
+                if self._start + 4 + length > len(self._buffer):
+                    self._make_room(4 + length)  # so that the rest of it is read in place
                 return
             offset = self._start + 4
             self._start = offset + length
