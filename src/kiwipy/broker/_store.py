@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import os
 import sqlite3
 import time
@@ -26,6 +27,7 @@ from typing import Any
 __all__ = ("SCHEMA_VERSION", "StateError", "Store", "StoredTask")
 
 SCHEMA_VERSION = 1
+_LOGGER = logging.getLogger("kiwipy.broker")
 _APPLICATION_ID = 0x6B697769  # "kiwi": marks the file as ours
 _WAL_HEADER_BYTES = 32
 _WAL_FRAME_HEADER_BYTES = 24
@@ -188,14 +190,18 @@ def _extend_wal(connection: sqlite3.Connection, database: Path) -> None:
     target = _WAL_HEADER_BYTES + (pages + _WAL_SPARE_PAGES) * (page_size + _WAL_FRAME_HEADER_BYTES)
     wal = database.with_name(database.name + "-wal")
     with contextlib.suppress(FileNotFoundError), open(wal, "r+b") as file:
-        size = os.fstat(file.fileno()).st_size
+        size = start = os.fstat(file.fileno()).st_size
         if size >= target:
             return
-        file.seek(size)
-        while size < target:
-            size += file.write(bytes(min(target - size, 1 << 20)))
-        file.flush()
-        os.fsync(file.fileno())
+        try:
+            file.seek(size)
+            while size < target:
+                size += file.write(bytes(min(target - size, 1 << 20)))
+            file.flush()
+            os.fsync(file.fileno())
+        except OSError as exc:  # a full disk, a quota: only slower commits, not a refusal
+            _LOGGER.warning("Could not grow the WAL in advance (%s): commits append to it", exc)
+            file.truncate(start)
 
 
 def _open(path: Path) -> sqlite3.Connection:
