@@ -22,7 +22,7 @@ from kiwipy.broker._wire import (
     PRODUCT,
     PROTOCOL_VERSION,
     FrameError,
-    FrameReader,
+    FrameProtocol,
     encode_frame,
     encode_ok,
 )
@@ -252,22 +252,20 @@ class Broker:
         self.dispatch(queue)
 
 
-class ClientConnection(asyncio.BufferedProtocol):
+class ClientConnection(FrameProtocol):
     """One client: its frames in, its deliveries and answers out, and its leases."""
 
     def __init__(self, broker: Broker) -> None:
+        super().__init__()
         self.broker = broker
-        self.transport: asyncio.Transport | None = None
         self.leases: dict[int, tuple[Task, Consumer | None]] = {}
-        self._frames = FrameReader()
         #: Whether a delivery to this connection waits for the next commit.
         self.deferred = False
         self._greeted = False
         self._dropped_broadcasts = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        super().connection_made(transport)
         self.broker.connected(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -293,16 +291,8 @@ class ClientConnection(asyncio.BufferedProtocol):
             return
         self.send(header, body)
 
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self._frames.get_buffer()
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self._frames.received(nbytes)
-        try:
-            for header, body in self._frames.frames():
-                self._handle(header, body)
-        except FrameError as exc:
-            self._refuse("frame", str(exc))
+    def frame_refused(self, error: FrameError) -> None:
+        self._refuse("frame", str(error))
 
     def _refuse(self, kind: str, text: str) -> None:
         _LOGGER.warning("Closing a client connection: %s", text)
@@ -310,7 +300,7 @@ class ClientConnection(asyncio.BufferedProtocol):
         if self.transport is not None:
             self.transport.close()
 
-    def _handle(self, header: dict[str, Any], body: bytes) -> None:
+    def frame_received(self, header: dict[str, Any], body: bytes) -> None:
         op = header.get("op")
         if not self._greeted and op != "hello":
             self._refuse("protocol", "The first frame must be hello")

@@ -7,6 +7,7 @@ untouched. Standard library only: the broker process imports nothing else of kiw
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -20,6 +21,7 @@ __all__ = (
     "MAX_FRAME_BYTES",
     "PROTOCOL_VERSION",
     "FrameError",
+    "FrameProtocol",
     "FrameReader",
     "StatePaths",
     "decode_frame",
@@ -134,6 +136,37 @@ class FrameReader:
         self._view.release()
         self._buffer = buffer
         self._view = memoryview(buffer)
+
+
+class FrameProtocol(asyncio.BufferedProtocol):
+    """One end of a connection (the broker's or a client's): its bytes read into a
+    :class:`FrameReader`, each whole frame handed to :meth:`frame_received` as it arrives, a
+    bad one to :meth:`frame_refused` (which stops the reading of what was received)."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._frames = FrameReader()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._frames.get_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._frames.received(nbytes)
+        try:
+            for header, body in self._frames.frames():
+                self.frame_received(header, body)
+        except FrameError as exc:
+            self.frame_refused(exc)
+
+    def frame_received(self, header: dict[str, Any], body: bytes) -> None:
+        raise NotImplementedError
+
+    def frame_refused(self, error: FrameError) -> None:
+        raise NotImplementedError
 
 
 def state_directory(location: str = "", path: str = "") -> Path:
