@@ -203,6 +203,58 @@ def send_paced(
             unpaced.wait(max(0.0, started + next_id / rate - time.monotonic()))
 
 
+class PacedSender(threading.Thread):
+    """:func:`send_paced` on a daemon thread of its own, for a scenario that kills things while
+    the tasks go out; :meth:`finish` waits for it and says what went wrong."""
+
+    def __init__(
+        self,
+        comm: Any,
+        ledger: Ledger,
+        *,
+        name: str,
+        total: int,
+        batch: int,
+        rate: float,
+        unpaced: threading.Event,
+        task_seconds: float,
+        timeout: float,
+    ) -> None:
+        super().__init__(name=name, daemon=True)
+        self._comm = comm
+        self._ledger = ledger
+        self._total = total
+        self._batch = batch
+        self._rate = rate
+        self._unpaced = unpaced
+        self._task_seconds = task_seconds
+        self._timeout = timeout
+        self._errors: list[BaseException] = []
+
+    def run(self) -> None:
+        try:
+            send_paced(
+                self._comm,
+                self._ledger,
+                total=self._total,
+                batch=self._batch,
+                rate=self._rate,
+                unpaced=self._unpaced,
+                task_seconds=self._task_seconds,
+                timeout=self._timeout,
+            )
+        except BaseException as exc:  # reported by finish()
+            self._errors.append(exc)
+
+    def finish(self, timeout: float) -> list[str]:
+        """Wait up to ``timeout`` s for the sender; the report's notes on it (none if all
+        went well)."""
+        self.join(timeout)
+        notes = ["the sender hung"] if self.is_alive() else []
+        notes.extend(f"sender crashed: {exc!r}" for exc in self._errors)
+        return notes
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
     """Poll ``predicate`` until it is true (``True``) or ``timeout`` s pass (``False``)."""
     deadline = time.monotonic() + timeout

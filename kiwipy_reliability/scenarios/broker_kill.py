@@ -22,7 +22,7 @@ import time
 import kiwipy.sync
 from kiwipy_reliability.base import Scale, ScenarioResult, unique_name
 from kiwipy_reliability.faults import RabbitNode, WorkerProcess
-from kiwipy_reliability.ledger import Ledger, send_paced, wait_until
+from kiwipy_reliability.ledger import Ledger, PacedSender, wait_until
 from kiwipy_reliability.workers import WorkerSpec, queue_counts, start_worker
 
 __all__ = ["NAME", "run"]
@@ -61,24 +61,17 @@ def run(node: RabbitNode, scale: Scale) -> ScenarioResult:
     rate = total / (KILLS * ((low + high) / 2 + restart_estimate))
 
     comm = kiwipy.sync.connect(node.url, task_queue=queue, task_exchange=queue)
-    sender_errors: list[BaseException] = []
-
-    def send_all() -> None:
-        try:
-            send_paced(
-                comm,
-                ledger,
-                total=total,
-                batch=batch,
-                rate=rate,
-                unpaced=kills_done,
-                task_seconds=_TASK_SECONDS,
-                timeout=_SEND_TIMEOUT,
-            )
-        except BaseException as exc:
-            sender_errors.append(exc)
-
-    sender = threading.Thread(target=send_all, name="broker-kill-sender", daemon=True)
+    sender = PacedSender(
+        comm,
+        ledger,
+        name="broker-kill-sender",
+        total=total,
+        batch=batch,
+        rate=rate,
+        unpaced=kills_done,
+        task_seconds=_TASK_SECONDS,
+        timeout=_SEND_TIMEOUT,
+    )
     try:
         for index in range(WORKERS):
             worker = start_worker(spec, f"w{index}")
@@ -99,10 +92,7 @@ def run(node: RabbitNode, scale: Scale) -> ScenarioResult:
                 notes.append(f"consumers not all back {_RECOVERY_TIMEOUT} s after a restart")
                 recoveries.append(_RECOVERY_TIMEOUT)
         kills_done.set()
-        sender.join(2 * _SEND_TIMEOUT + total / 100)
-        if sender.is_alive():
-            notes.append("the sender hung")
-        notes.extend(f"sender crashed: {exc!r}" for exc in sender_errors)
+        notes.extend(sender.finish(2 * _SEND_TIMEOUT + total / 100))
         _drain(ledger)
         time.sleep(1.0)  # late duplicates
         counts = queue_counts(node, queue)

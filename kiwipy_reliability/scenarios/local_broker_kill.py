@@ -20,7 +20,7 @@ import time
 import kiwipy.sync
 from kiwipy_reliability.base import Scale, ScenarioResult, unique_name
 from kiwipy_reliability.faults import WorkerProcess
-from kiwipy_reliability.ledger import Ledger, send_paced, wait_until
+from kiwipy_reliability.ledger import Ledger, PacedSender, wait_until
 from kiwipy_reliability.local import LocalBroker
 from kiwipy_reliability.scenarios.broker_kill import _drain, _duplicated_at_fault
 from kiwipy_reliability.workers import WorkerSpec, start_worker
@@ -62,24 +62,17 @@ def _run(broker: LocalBroker, scale: Scale) -> ScenarioResult:
 
     comm = kiwipy.sync.connect(broker.url, task_queue=queue, task_exchange=queue)
     probe = kiwipy.sync.connect(broker.url, task_queue=f"{queue}.probe")
-    sender_errors: list[BaseException] = []
-
-    def send_all() -> None:
-        try:
-            send_paced(
-                comm,
-                ledger,
-                total=total,
-                batch=batch,
-                rate=rate,
-                unpaced=kills_done,
-                task_seconds=_TASK_SECONDS,
-                timeout=_SEND_TIMEOUT,
-            )
-        except BaseException as exc:
-            sender_errors.append(exc)
-
-    sender = threading.Thread(target=send_all, name="local-broker-kill-sender", daemon=True)
+    sender = PacedSender(
+        comm,
+        ledger,
+        name="local-broker-kill-sender",
+        total=total,
+        batch=batch,
+        rate=rate,
+        unpaced=kills_done,
+        task_seconds=_TASK_SECONDS,
+        timeout=_SEND_TIMEOUT,
+    )
     try:
         for index in range(WORKERS):
             worker = start_worker(spec, f"w{index}")
@@ -108,10 +101,7 @@ def _run(broker: LocalBroker, scale: Scale) -> ScenarioResult:
                 notes.append(f"consumers not all back {_RECOVERY_TIMEOUT} s after a kill")
                 recoveries.append(_RECOVERY_TIMEOUT)
         kills_done.set()
-        sender.join(2 * _SEND_TIMEOUT + total / 100)
-        if sender.is_alive():
-            notes.append("the sender hung")
-        notes.extend(f"sender crashed: {exc!r}" for exc in sender_errors)
+        notes.extend(sender.finish(2 * _SEND_TIMEOUT + total / 100))
         _drain(ledger)
         time.sleep(1.0)  # late duplicates
         counts = broker.as_node().ctl("list_queues", "name", "messages")
