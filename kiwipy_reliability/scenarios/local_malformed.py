@@ -17,19 +17,17 @@ import os
 import socket
 import struct
 import time
-import uuid
 from typing import Any
 
 from kiwipy.broker._wire import PROTOCOL_VERSION, decode_frame, encode_frame
 from kiwipy.transports.base import Message
-from kiwipy_reliability.base import Scale, ScenarioResult, unique_name
+from kiwipy_reliability.base import Scale, ScenarioResult
 from kiwipy_reliability.local import LocalBroker
 from kiwipy_reliability.scenario_workers import WorkerLog, start_worker
 from kiwipy_reliability.scenarios.malformed import (
     _ID_HEADER,
-    MAX_MESSAGE_BYTES,
-    _plan,
     dead_letter_figures,
+    prepare,
     worker_figures,
 )
 
@@ -117,23 +115,13 @@ def _broker_refusals(broker: LocalBroker) -> int:
 
 def run(node: object, scale: Scale) -> ScenarioResult:
     count = scale.pick(200, 2_000, 10_000)
-    prefix = unique_name("local-malformed")
-    queue, dead_letters = f"{prefix}.queue", f"{prefix}.dead"
-    marker = f"/tmp/kiwipy-malformed-marker-{uuid.uuid4().hex}"  # noqa: S108 - the brief's path
-    settings = {
-        "message_exchange": f"{prefix}.messages",
-        "task_exchange": f"{prefix}.tasks",
-        "task_queue": queue,
-        "dead_letter_queue": dead_letters,
-        "max_message_bytes": MAX_MESSAGE_BYTES,
-        "task_prefetch_count": 50,
-    }
-    plan = _plan(count, marker, seed=count)
-    kinds = {ident: kind for ident, kind, _body, _type in plan}
+    setup = prepare("local-malformed", count)
+    queue, dead_letters, marker, plan = setup.queue, setup.dead_letters, setup.marker, setup.plan
+    kinds = setup.kinds
     figures: dict[str, float | int] = {"malformed_sent": count, "valid_sent": count}
     notes: list[str] = []
     with LocalBroker() as broker:
-        worker = start_worker("malformed", broker.url, settings)
+        worker = start_worker("malformed", broker.url, setup.settings)
         try:
             log = WorkerLog(worker)
             if not log.wait(lambda log: bool(log.of("READY")), _READY_TIMEOUT):

@@ -13,6 +13,7 @@ never created).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import random
@@ -226,12 +227,29 @@ def dead_letter_figures(
     )
 
 
-def run(node: RabbitNode, scale: Scale) -> ScenarioResult:
-    from kiwipy.aio._rejections import REASON_HEADER
-    from kiwipy_reliability.base import ScenarioResult, unique_name
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """One malformed-input run's names, worker settings and messages (on either broker)."""
 
-    count = scale.pick(200, 2_000, 10_000)
-    prefix = unique_name("malformed")
+    queue: str
+    dead_letters: str
+    #: The file a body that managed to run code would create.
+    marker: str
+    settings: dict[str, Any]
+    #: ``(ident, kind, body, content type)`` in sending order: malformed and valid mixed.
+    plan: list[tuple[str, str, bytes, str | None]]
+
+    @property
+    def kinds(self) -> dict[str, str]:
+        return {ident: kind for ident, kind, _body, _type in self.plan}
+
+
+def prepare(name: str, count: int) -> Setup:
+    """Fresh names for scenario ``name`` and ``count`` malformed bodies beside ``count`` valid
+    tasks, in a seeded order."""
+    from kiwipy_reliability.base import unique_name
+
+    prefix = unique_name(name)
     queue, dead_letters = f"{prefix}.queue", f"{prefix}.dead"
     marker = f"/tmp/kiwipy-malformed-marker-{uuid.uuid4().hex}"  # noqa: S108 - the brief's path
     settings = {
@@ -242,11 +260,20 @@ def run(node: RabbitNode, scale: Scale) -> ScenarioResult:
         "max_message_bytes": MAX_MESSAGE_BYTES,
         "task_prefetch_count": 50,
     }
-    plan = _plan(count, marker, seed=count)
-    kinds = {ident: kind for ident, kind, _body, _type in plan}
+    return Setup(queue, dead_letters, marker, settings, _plan(count, marker, seed=count))
+
+
+def run(node: RabbitNode, scale: Scale) -> ScenarioResult:
+    from kiwipy.aio._rejections import REASON_HEADER
+    from kiwipy_reliability.base import ScenarioResult
+
+    count = scale.pick(200, 2_000, 10_000)
+    setup = prepare("malformed", count)
+    queue, dead_letters, marker, plan = setup.queue, setup.dead_letters, setup.marker, setup.plan
+    kinds = setup.kinds
     figures: dict[str, float | int] = {"malformed_sent": count, "valid_sent": count}
     notes: list[str] = []
-    worker = start_worker("malformed", node.url, settings)
+    worker = start_worker("malformed", node.url, setup.settings)
     try:
         log = WorkerLog(worker)
         if not log.wait(lambda log: bool(log.of("READY")), _READY_TIMEOUT):
