@@ -14,9 +14,10 @@ import pytest
 
 from kiwipy_reliability.base import STANDARD_FIGURES, Scale, ScenarioResult
 from kiwipy_reliability.faults import RabbitNode
-from kiwipy_reliability.ledger import Ledger, percentile
+from kiwipy_reliability.ledger import Completion, Delivery, Ledger, percentile
 from kiwipy_reliability.report import aggregate, format_table, passed
 from kiwipy_reliability.scenarios import broker_kill, worker_kill, worker_stop
+from kiwipy_reliability.scenarios.broker_kill import _duplicated_at_fault
 from kiwipy_reliability.workers import EVENT_PREFIX
 
 TEST = Scale("test")
@@ -158,3 +159,22 @@ def test_the_command_line_runs_a_scenario_and_ends_with_json() -> None:
     assert summary["malformed_crashes"] is None
     assert set(summary["scenarios"]) == {"worker_kill"}
     assert summary["scenarios"]["worker_kill"]["kills"] == TEST.pick(5, 20, 50)
+
+
+def test_a_duplicate_counts_as_at_a_fault_when_its_task_was_in_flight_at_a_kill() -> None:
+    """In flight: published before the broker was back, started (again) after it was killed;
+    whether its first start came before the broker was back does not matter (a publish whose
+    confirm died with the broker is held by the new broker and sent again)."""
+    killed, up = 100.0, 100.2
+    ledger = Ledger()
+    ledger.published.update({1: 99.0, 2: 99.9, 3: 100.5, 4: 50.0})
+    copies = {
+        1: [(99.5, False), (100.3, True)],  # started before the kill, again after it
+        2: [(100.3, False), (100.4, True)],  # published before, both copies after the restart
+        3: [(100.6, False), (100.7, True)],  # published after the broker was back: not the kill
+        4: [(50.5, False), (60.0, True)],  # done twice long before the kill
+    }
+    for task_id, starts in copies.items():
+        ledger.deliveries[task_id] = [Delivery("w", again, at) for at, again in starts]
+        ledger.completions[task_id] = [Completion("w", False, at + 0.01) for at, _ in starts]
+    assert _duplicated_at_fault(ledger, [(killed, up)]) == 2
