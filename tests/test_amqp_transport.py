@@ -589,6 +589,90 @@ async def test_reply_round_trip(make_transport: MakeTransport, settings: Setting
     await worker.publish_reply(f"{address}-gone", Message(body=b"lost"))  # not an error
 
 
+def spy_on(channel: Any) -> list[str]:
+    """Record the publishes and acks sent on ``channel``, in order."""
+    calls: list[str] = []
+    for name in ("basic_publish", "basic_ack"):
+        method = getattr(channel, name)
+
+        def recorded(*args: Any, _name: str = name, _method: Any = method, **kwargs: Any) -> Any:
+            calls.append(_name)
+            return _method(*args, **kwargs)
+
+        setattr(channel, name, recorded)
+    return calls
+
+
+async def task_with_reply_address(
+    make_transport: MakeTransport, settings: Settings
+) -> tuple[AmqpTransport, asyncio.Queue[Any], str, Delivery]:
+    """A worker transport holding one task delivery; the requester's reply queue."""
+    requester, worker = await make_transport(), await make_transport()
+    replies, reply_handler = collector()
+    address = await requester.open_reply_queue(reply_handler)
+    queue = settings.task_queue
+    await worker.declare_task_queue(queue)
+    deliveries, handler = collector()
+    await worker.consume_tasks(queue, handler, prefetch_count=10)
+    await requester.publish_task(queue, task_message())
+    return worker, replies, address, await next_item(deliveries)
+
+
+async def test_a_task_reply_goes_before_the_ack_on_the_tasks_channel(
+    make_transport: MakeTransport, settings: Settings
+) -> None:
+    worker, replies, address, delivery = await task_with_reply_address(make_transport, settings)
+    calls = spy_on(delivery._channel)  # type: ignore[attr-defined]
+    await worker.reply_and_ack(delivery, address, Message(body=b"done", correlation_id="c1"))
+    # One channel, the reply first: RabbitMQ has routed it before it removes the task.
+    assert calls == ["basic_publish", "basic_ack"]
+    assert delivery.settled
+    reply: Message = await next_item(replies)
+    assert (reply.body, reply.correlation_id) == (b"done", "c1")
+    assert await worker.get_task(settings.task_queue) is None  # acked, not held
+
+
+async def test_a_large_task_reply_goes_through_the_publisher(
+    make_transport: MakeTransport, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("kiwipy.transports.amqp.INLINE_REPLY_MAX_BYTES", 4)
+    worker, replies, address, delivery = await task_with_reply_address(make_transport, settings)
+    calls = spy_on(delivery._channel)  # type: ignore[attr-defined]
+    await worker.reply_and_ack(delivery, address, Message(body=b"large", correlation_id="c1"))
+    assert calls == ["basic_ack"]  # the reply went on the publisher's channel, confirmed
+    assert (await next_item(replies)).body == b"large"
+
+
+async def test_a_stale_task_reply_goes_through_the_publisher(
+    make_transport: MakeTransport, settings: Settings
+) -> None:
+    worker, replies, address, delivery = await task_with_reply_address(make_transport, settings)
+    await delivery._channel.close()  # type: ignore[attr-defined]
+    assert delivery.stale
+    await worker.reply_and_ack(delivery, address, Message(body=b"stale", correlation_id="c2"))
+    assert (await next_item(replies)).body == b"stale"  # its sender still gets the answer
+
+
+async def test_a_final_reply_goes_on_the_listener_channel_unless_it_is_closed(
+    make_transport: MakeTransport,
+) -> None:
+    requester, worker = await make_transport(), await make_transport()
+    replies, handler = collector()
+    address = await requester.open_reply_queue(handler)
+    listener = await worker._listener.get()
+    calls = spy_on(listener)
+    await worker.publish_final_reply(address, Message(body=b"answer", correlation_id="c1"))
+    assert calls == ["basic_publish"]
+    assert (await next_item(replies)).body == b"answer"
+
+    await listener.close()
+    assert worker._listener.current() is None
+    await worker.publish_final_reply(address, Message(body=b"again", correlation_id="c2"))
+    assert calls == ["basic_publish"]  # not on the closed channel
+    assert (await next_item(replies)).body == b"again"
+    await worker.publish_final_reply(f"{address}-gone", Message(body=b"lost"))  # not an error
+
+
 async def test_kiwipy_09_replies_through_either_exchange_arrive(
     transport: AmqpTransport, settings: Settings, raw_channel: Any
 ) -> None:

@@ -18,7 +18,7 @@ from kiwipy.aio._window import SendWindow
 from kiwipy.codecs import MessageCodec
 from kiwipy.exceptions import CommunicatorClosed, ConnectionLost, DeadlineExceeded, MessageError
 from kiwipy.settings import Settings
-from kiwipy.transports.base import Message, Transport
+from kiwipy.transports.base import Delivery, Message, Transport
 
 __all__ = ("Core",)
 
@@ -127,16 +127,30 @@ class Core:
 
     async def send_reply(self, request: Message, reply: dict[str, Any]) -> None:
         """Answer ``request``; a value the codec cannot encode becomes an exception reply."""
-        if not request.reply_to:
-            return
+        if request.reply_to:
+            await self.transport.publish_reply(request.reply_to, self._reply(request, reply))
+
+    async def send_final_reply(self, request: Message, reply: dict[str, Any]) -> None:
+        """Answer ``request`` for the last time (see ``Transport.publish_final_reply``)."""
+        if request.reply_to:
+            message = self._reply(request, reply)
+            await self.transport.publish_final_reply(request.reply_to, message)
+
+    async def reply_and_ack(self, delivery: Delivery, reply: dict[str, Any]) -> None:
+        """Answer the task ``delivery`` (as :meth:`send_reply`), then ack it."""
+        request = delivery.message
+        if request.reply_to:
+            message = self._reply(request, reply)
+            await self.transport.reply_and_ack(delivery, request.reply_to, message)
+        else:
+            await delivery.ack()
+
+    def _reply(self, request: Message, reply: dict[str, Any]) -> Message:
         try:
             body, content_type = self.codec.encode(reply)
         except MessageError as exc:
             body, content_type = self.codec.encode(messages.exception_reply(exc))
-        await self.transport.publish_reply(
-            request.reply_to,
-            Message(body, content_type, correlation_id=request.correlation_id),
-        )
+        return Message(body, content_type, correlation_id=request.correlation_id)
 
     async def announce_pending(self, request: Message) -> None:
         """Tell the requester the answer comes later (the pending protocol).

@@ -203,10 +203,11 @@ class IncomingTask:
         # Reply first: if we die in between, the task runs again (at least once), but its
         # sender is never left without an answer.
         if not self._no_reply:
-            await self._core.send_reply(self._delivery.message, reply)
-        elif messages.EXCEPTION_KEY in reply:
-            _LOGGER.warning("Task without reply failed: %s", reply[messages.EXCEPTION_KEY])
-        await self._delivery.ack()
+            await self._core.reply_and_ack(self._delivery, reply)
+        else:
+            if messages.EXCEPTION_KEY in reply:
+                _LOGGER.warning("Task without reply failed: %s", reply[messages.EXCEPTION_KEY])
+            await self._delivery.ack()
         self._acknowledged = not self._delivery.stale
 
     def _start(self) -> asyncio.Future[Any]:

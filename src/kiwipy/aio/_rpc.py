@@ -105,14 +105,14 @@ class Rpc:
             request = self._core.codec.decode(message.body, message.content_type)
         except MessageError as exc:
             _LOGGER.warning("Rejected an undecodable RPC request: %s", exc)
-            await self._core.send_reply(message, messages.exception_reply(exc))
+            await self._core.send_final_reply(message, messages.exception_reply(exc))
             if observed is not None:
                 observed[0].ended(observed[1], exc)
             return
         try:
             result = await self._core.invoke(subscriber, self._core.target, request)
         except Exception as exc:
-            await self._core.send_reply(message, _rpc_reply(exc=exc))
+            await self._core.send_final_reply(message, _rpc_reply(exc=exc))
             if observed is not None:
                 observed[0].ended(observed[1], exc)
             return
@@ -122,7 +122,7 @@ class Rpc:
             answer = self._answer_later(message, result, observed)
             self._core.spawn(answer, "Answering an RPC")
         else:
-            await self._core.send_reply(message, messages.result_reply(result))
+            await self._core.send_final_reply(message, messages.result_reply(result))
             if observed is not None:
                 observed[0].ended(observed[1], None)
 
@@ -147,7 +147,7 @@ class Rpc:
             error = exc
         else:
             reply = messages.result_reply(result)
-        await self._core.send_reply(message, reply)
+        await self._core.send_final_reply(message, reply)
         if observed is not None:
             observed[0].ended(observed[1], error)
 

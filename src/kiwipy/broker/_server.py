@@ -456,7 +456,8 @@ class ClientConnection(FrameProtocol):
         if owner is not None:
             message = {"op": "message", "kind": "reply", "m": header["m"]}
             owner.send(message, body)
-        self._answer(header)
+        if "id" in header:  # a task's reply sent with its ack has none: nobody waits for it
+            self._answer(header)
 
     def _op_bye(self, header: dict[str, Any], body: bytes) -> None:
         """A graceful close: free everything now, so that when the client's close returns its

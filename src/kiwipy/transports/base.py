@@ -214,3 +214,23 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     async def publish_reply(self, reply_to: str, message: Message) -> None:
         """Send a reply to the address ``reply_to``; a vanished address is not an error."""
+
+    async def publish_final_reply(self, reply_to: str, message: Message) -> None:
+        """Send the last reply to a request (an RPC's answer) as :meth:`publish_reply` does.
+
+        :meth:`publish_reply` returns once the broker has the reply, so that a later reply to
+        the same request (the answer after a pending notice) cannot overtake it. Nothing follows
+        a final reply, so a transport may return as soon as it is sent. This default waits.
+        """
+        await self.publish_reply(reply_to, message)
+
+    async def reply_and_ack(self, delivery: Delivery, reply_to: str, message: Message) -> None:
+        """Send a task's reply, then ack the task: the broker never has the ack without the reply.
+
+        If the worker dies in between, the task runs again and its sender still gets an
+        answer (the duplicate reply is dropped by its correlation id). This default waits for
+        the reply's confirm before it acks; a transport whose broker takes a connection's frames
+        in order overrides it to send both at once.
+        """
+        await self.publish_reply(reply_to, message)
+        await delivery.ack()

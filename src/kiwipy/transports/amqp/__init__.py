@@ -32,7 +32,7 @@ from kiwipy.transports.amqp._consumers import (
 from kiwipy.transports.amqp._endpoints import BROADCAST_TOPIC, RPC_TOPIC, Endpoints
 from kiwipy.transports.amqp._errors import AmqpConnectionLost, amqp_errors, cancelled_by_caller
 from kiwipy.transports.amqp._features import BrokerFeatures
-from kiwipy.transports.amqp._frames import PERSISTENT, TRANSIENT, plain
+from kiwipy.transports.amqp._frames import PERSISTENT, TRANSIENT, plain, to_properties
 from kiwipy.transports.amqp._link import Link
 from kiwipy.transports.amqp._topology import Topology
 from kiwipy.transports.base import (
@@ -53,6 +53,8 @@ _GET_ATTEMPTS = 5
 #: A nacked task is sent again (on a new channel) after 0.1, 0.2 ... 1.6 s: through a quorum
 #: queue's leader election (about 2 s on RabbitMQ 3.10), then the nack is raised.
 _NACK_ATTEMPTS = 6
+#: The largest task reply sent on the task's own channel (see ``reply_and_ack``).
+INLINE_REPLY_MAX_BYTES = 1 << 20
 
 
 class _GetAgain(Exception):
@@ -297,6 +299,40 @@ class AmqpTransport(Transport):
             delivery_mode=TRANSIENT,
         )
 
+    async def publish_final_reply(self, reply_to: str, message: Message) -> None:
+        # On the listener channel, which has no publisher confirms: the wait for the confirm
+        # was about 0.1 ms of each RPC round trip here (see reply_and_ack for large replies).
+        channel = self._listener.current()
+        if channel is None or len(message.body) > INLINE_REPLY_MAX_BYTES:
+            await self.publish_reply(reply_to, message)
+            return
+        self._link.check_open()
+        with amqp_errors(f"send a reply to {reply_to!r}", gone=lambda: bool(channel.is_closed)):
+            await self._link.lifeline.guard(
+                channel.basic_publish(
+                    message.body,
+                    exchange="",
+                    routing_key=reply_to,
+                    properties=_reply_properties(message),
+                    wait=False,
+                )
+            )
+
+    async def reply_and_ack(self, delivery: Delivery, reply_to: str, message: Message) -> None:
+        # The reply on the task's own channel spares the wait for its confirm (about 0.1 ms of
+        # each round trip here). A large one goes through the publisher: were it over the
+        # broker's message size limit, the error would close the channel it went on, and with
+        # it the consumer's other deliveries.
+        if (
+            isinstance(delivery, AmqpDelivery)
+            and not delivery.stale
+            and len(message.body) <= INLINE_REPLY_MAX_BYTES
+        ):
+            self._link.check_open()
+            await delivery.ack_with_reply(reply_to, _reply_properties(message), message.body)
+        else:
+            await super().reply_and_ack(delivery, reply_to, message)
+
     async def subscribe_broadcasts(self, handler: MessageHandler) -> Subscription:
         return await self._endpoints.subscribe_broadcasts(handler)
 
@@ -314,3 +350,7 @@ class AmqpTransport(Transport):
             mandatory=False,
             delivery_mode=PERSISTENT if message.persistent else TRANSIENT,
         )
+
+
+def _reply_properties(message: Message) -> Any:
+    return to_properties(message, delivery_mode=PERSISTENT if message.persistent else TRANSIENT)

@@ -44,6 +44,11 @@ class ChannelSlot:
         self._channel = None
         return True
 
+    def current(self) -> Any:
+        """The channel held, if it is still open; else ``None`` (opening one is :meth:`get`)."""
+        channel = self._channel
+        return channel if usable(channel) else None
+
     async def get(self) -> Any:
         channel = self._channel
         if usable(channel):

@@ -139,6 +139,21 @@ class AmqpDelivery(Delivery):
         # would cost a loop turn per ack and make it no more certain to arrive.
         await self._settle(lambda: self._channel.basic_ack(self._tag, wait=False))
 
+    async def ack_with_reply(self, reply_to: str, properties: Any, body: bytes) -> None:
+        """Publish a reply, then ack, both on this delivery's channel (which has no publisher
+        confirms) and without waiting: RabbitMQ takes a channel's frames in order, so it has
+        routed the reply before it removes the task. If the channel dies in between, the task
+        is redelivered, and its sender gets an answer all the same."""
+
+        async def send() -> None:
+            channel = self._channel
+            await channel.basic_publish(
+                body, exchange="", routing_key=reply_to, properties=properties, wait=False
+            )
+            await channel.basic_ack(self._tag, wait=False)
+
+        await self._settle(send)
+
     async def reject(self, *, requeue: bool) -> None:
         await self._settle(
             lambda: self._channel.basic_reject(self._tag, requeue=requeue, wait=False)

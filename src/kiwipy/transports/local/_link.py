@@ -223,11 +223,11 @@ class BrokerLink:
         if writer is not None and not writer.is_closing():
             writer.write(frame)
 
-    def send_soon(self, header: dict[str, Any]) -> None:
+    def send_soon(self, header: dict[str, Any], body: bytes = b"") -> None:
         """Send a frame nobody waits for (an ack) at the end of this loop turn, with the others
         of the turn: one write, and one wake-up of the broker, for all of them. Frames sent
         with :meth:`send` meanwhile go after them."""
-        self._soon.append(encode_frame(header))
+        self._soon.append(encode_frame(header, body))
         if len(self._soon) == 1:
             asyncio.get_running_loop().call_soon(self._send_held, self.generation)
 
