@@ -312,27 +312,28 @@ class LocalTransport(Transport):
         return address
 
     async def publish_reply(self, reply_to: str, message: Message) -> None:
-        header = {"op": "reply", "address": reply_to, "m": _properties(message)}
-        await self._call(header, message.body)
+        await self._call(_reply_header(reply_to, message), message.body)
 
     async def publish_final_reply(self, reply_to: str, message: Message) -> None:
         # Sent at once, with no wait for an answer (a reply without a request id gets none).
         if not self._link.is_connected:
             await self.publish_reply(reply_to, message)  # waits for the link to come back
             return
-        header = {"op": "reply", "address": reply_to, "m": _properties(message)}
-        self._link.send(header, message.body)
+        self._link.send(_reply_header(reply_to, message), message.body)
 
     async def reply_and_ack(self, delivery: Delivery, reply_to: str, message: Message) -> None:
         # The broker acts on a connection's frames in order: the reply, then the ack, in one
         # write at the end of this loop turn, with no wait for the reply's answer (a reply
         # without a request id gets none).
         if isinstance(delivery, LocalDelivery) and not delivery.settled:
-            header = {"op": "reply", "address": reply_to, "m": _properties(message)}
-            self._link.send_soon(header, message.body)
+            self._link.send_soon(_reply_header(reply_to, message), message.body)
             await delivery.ack()
         else:
             await super().reply_and_ack(delivery, reply_to, message)
+
+
+def _reply_header(reply_to: str, message: Message) -> dict[str, Any]:
+    return {"op": "reply", "address": reply_to, "m": _properties(message)}
 
 
 def _run_inline(handler: Coroutine[Any, Any, None]) -> None:
