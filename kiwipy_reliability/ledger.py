@@ -204,45 +204,18 @@ def send_paced(
 
 
 class PacedSender(threading.Thread):
-    """:func:`send_paced` on a daemon thread of its own, for a scenario that kills things while
-    the tasks go out; :meth:`finish` waits for it and says what went wrong."""
+    """``send()`` (:func:`send_paced` with its arguments bound) on a daemon thread of its own,
+    for a scenario that kills things while the tasks go out; :meth:`finish` waits for it and
+    says what went wrong."""
 
-    def __init__(
-        self,
-        comm: Any,
-        ledger: Ledger,
-        *,
-        name: str,
-        total: int,
-        batch: int,
-        rate: float,
-        unpaced: threading.Event,
-        task_seconds: float,
-        timeout: float,
-    ) -> None:
+    def __init__(self, name: str, send: Callable[[], None]) -> None:
         super().__init__(name=name, daemon=True)
-        self._comm = comm
-        self._ledger = ledger
-        self._total = total
-        self._batch = batch
-        self._rate = rate
-        self._unpaced = unpaced
-        self._task_seconds = task_seconds
-        self._timeout = timeout
+        self._send = send
         self._errors: list[BaseException] = []
 
     def run(self) -> None:
         try:
-            send_paced(
-                self._comm,
-                self._ledger,
-                total=self._total,
-                batch=self._batch,
-                rate=self._rate,
-                unpaced=self._unpaced,
-                task_seconds=self._task_seconds,
-                timeout=self._timeout,
-            )
+            self._send()
         except BaseException as exc:  # reported by finish()
             self._errors.append(exc)
 

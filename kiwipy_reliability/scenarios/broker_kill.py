@@ -15,6 +15,7 @@ worker's consumer was back on the queue.
 
 from __future__ import annotations
 
+import functools
 import random
 import threading
 import time
@@ -22,7 +23,7 @@ import time
 import kiwipy.sync
 from kiwipy_reliability.base import Scale, ScenarioResult, unique_name
 from kiwipy_reliability.faults import RabbitNode, WorkerProcess
-from kiwipy_reliability.ledger import Ledger, PacedSender, wait_until
+from kiwipy_reliability.ledger import Ledger, PacedSender, send_paced, wait_until
 from kiwipy_reliability.workers import WorkerSpec, queue_counts, start_worker
 
 __all__ = ["NAME", "run"]
@@ -62,15 +63,18 @@ def run(node: RabbitNode, scale: Scale) -> ScenarioResult:
 
     comm = kiwipy.sync.connect(node.url, task_queue=queue, task_exchange=queue)
     sender = PacedSender(
-        comm,
-        ledger,
-        name="broker-kill-sender",
-        total=total,
-        batch=batch,
-        rate=rate,
-        unpaced=kills_done,
-        task_seconds=_TASK_SECONDS,
-        timeout=_SEND_TIMEOUT,
+        "broker-kill-sender",
+        functools.partial(
+            send_paced,
+            comm,
+            ledger,
+            total=total,
+            batch=batch,
+            rate=rate,
+            unpaced=kills_done,
+            task_seconds=_TASK_SECONDS,
+            timeout=_SEND_TIMEOUT,
+        ),
     )
     try:
         for index in range(WORKERS):

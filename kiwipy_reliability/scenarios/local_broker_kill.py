@@ -13,6 +13,7 @@ the new broker (target: within 1 s), and ``recovery_s``: until every worker cons
 
 from __future__ import annotations
 
+import functools
 import random
 import threading
 import time
@@ -20,7 +21,7 @@ import time
 import kiwipy.sync
 from kiwipy_reliability.base import Scale, ScenarioResult, unique_name
 from kiwipy_reliability.faults import WorkerProcess
-from kiwipy_reliability.ledger import Ledger, PacedSender, wait_until
+from kiwipy_reliability.ledger import Ledger, PacedSender, send_paced, wait_until
 from kiwipy_reliability.local import LocalBroker
 from kiwipy_reliability.scenarios.broker_kill import _drain, _duplicated_at_fault
 from kiwipy_reliability.workers import WorkerSpec, start_worker
@@ -63,15 +64,18 @@ def _run(broker: LocalBroker, scale: Scale) -> ScenarioResult:
     comm = kiwipy.sync.connect(broker.url, task_queue=queue, task_exchange=queue)
     probe = kiwipy.sync.connect(broker.url, task_queue=f"{queue}.probe")
     sender = PacedSender(
-        comm,
-        ledger,
-        name="local-broker-kill-sender",
-        total=total,
-        batch=batch,
-        rate=rate,
-        unpaced=kills_done,
-        task_seconds=_TASK_SECONDS,
-        timeout=_SEND_TIMEOUT,
+        "local-broker-kill-sender",
+        functools.partial(
+            send_paced,
+            comm,
+            ledger,
+            total=total,
+            batch=batch,
+            rate=rate,
+            unpaced=kills_done,
+            task_seconds=_TASK_SECONDS,
+            timeout=_SEND_TIMEOUT,
+        ),
     )
     try:
         for index in range(WORKERS):
