@@ -68,3 +68,31 @@ def test_tiny_hooks_bench_compiles_the_hooks_out_and_reports_every_variant() -> 
     for pattern in ("tasks", "rpc"):
         for variant in ("baseline", "hooks", "metrics", "tracing", "extras"):
             assert figures[f"{pattern}_{variant}"]["cpu_rate"] > 0
+
+
+SEND_FLOOR = RUN.parent / "send_floor.py"
+
+
+@pytest.mark.amqp
+@pytest.mark.timeout(120)
+def test_send_floor_bench_measures_every_figure(amqp_url: str) -> None:
+    done = subprocess.run(
+        [sys.executable, str(SEND_FLOOR), "--rounds", "1", "--n", "20", "--url", amqp_url],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])["us"]
+    expected = {
+        "rabbitmq",
+        "local",
+        "kiwipy_to_bare",
+        "raw_to_bare",
+        "raw_to_local",
+        "raw_to_bare_no_fsync",
+    }
+    assert set(figures) == expected
+    for name, values in figures.items():
+        assert len(values) == 1 and values[0] > 0, (name, values)
