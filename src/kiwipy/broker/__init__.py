@@ -18,9 +18,11 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
+from kiwipy.broker._poll import DEFAULT_POLL_US, MAX_POLL_US, PollingSelector
 from kiwipy.broker._server import Broker, ClientConnection
 from kiwipy.broker._store import StateError, Store
 from kiwipy.broker._wire import StatePaths
@@ -89,13 +91,16 @@ def serve(
     *,
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
     durable: bool = True,
+    poll_us: int = DEFAULT_POLL_US,
     announce: bool = False,
 ) -> None:
     """Run the broker of ``directory`` until it has been idle for ``idle_timeout`` seconds.
 
     ``durable``: a confirm means the task is fsynced (SQLite ``synchronous=FULL``); otherwise
-    it survives the crash of any process but not of the machine. ``announce`` prints ``ready``
-    on stdout once clients can connect (how a spawning client knows).
+    it survives the crash of any process but not of the machine. ``poll_us``: how long the loop
+    polls before it sleeps, while frames come that close (:mod:`kiwipy.broker._poll`; 0: never).
+    ``announce`` prints ``ready`` on stdout once clients can connect (how a spawning client
+    knows).
     """
     paths = StatePaths(Path(directory))
     paths.make()
@@ -103,13 +108,35 @@ def serve(
     with hold_broker_lock(paths):
         store = Store(paths.database, durable=durable)
         try:
-            asyncio.run(_run(paths, store, idle_timeout, announce))
+            _run_polling(_run(paths, store, idle_timeout, poll_us, announce), poll_us)
         finally:
             store.close()
 
 
-async def _run(paths: StatePaths, store: Store, idle_timeout: float, announce: bool) -> None:
-    broker = Broker(store, str(paths.directory), idle_timeout)
+def _run_polling(main: Coroutine[Any, Any, None], poll_us: int) -> None:
+    """``asyncio.run(main)`` on a loop whose selector polls (:class:`PollingSelector`)."""
+
+    def new_loop() -> asyncio.AbstractEventLoop:
+        return asyncio.SelectorEventLoop(PollingSelector(poll_us / 1e6))
+
+    if sys.version_info >= (3, 11):
+        with asyncio.Runner(loop_factory=new_loop) as runner:
+            runner.run(main)
+        return
+    loop = new_loop()  # Python 3.10: asyncio.run takes no loop factory
+    try:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(main)
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+async def _run(
+    paths: StatePaths, store: Store, idle_timeout: float, poll_us: int, announce: bool
+) -> None:
+    broker = Broker(store, str(paths.directory), idle_timeout, poll_us)
     socket = paths.socket
     with contextlib.suppress(FileNotFoundError):
         socket.unlink()  # a dead broker's: we hold the lock, so nobody else listens there
@@ -144,6 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", default=None, help="state directory (default: local://'s)")
     parser.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT)
     parser.add_argument("--durability", choices=("full", "process"), default="full")
+    parser.add_argument(
+        "--poll-us",
+        type=_poll_us,
+        default=DEFAULT_POLL_US,
+        help="microseconds to poll before sleeping while frames come that close (0: never)",
+    )
     parser.add_argument("--announce", action="store_true", help="print 'ready' when serving")
     options = parser.parse_args(argv)
     directory = Path(options.dir) if options.dir else state_directory()
@@ -155,9 +188,17 @@ def main(argv: list[str] | None = None) -> int:
             directory,
             idle_timeout=options.idle_timeout,
             durable=options.durability == "full",
+            poll_us=options.poll_us,
             announce=options.announce,
         )
     except (BrokerRunning, StateError) as exc:
         print(f"kiwipy broker: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _poll_us(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= MAX_POLL_US:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_POLL_US}")
+    return value

@@ -73,10 +73,12 @@ class Queue:
 class Broker:
     """The routing state of one broker process."""
 
-    def __init__(self, store: Store, directory: str, idle_timeout: float) -> None:
+    def __init__(self, store: Store, directory: str, idle_timeout: float, poll_us: int = 0) -> None:
         self.store = store
         self.epoch = store.epoch
         self.directory = directory
+        #: How long its loop polls before sleeping (told to clients in the hello's answer).
+        self.poll_us = poll_us
         self._idle_timeout = idle_timeout
         self._idle_timer: asyncio.TimerHandle | None = None
         self.stopped = asyncio.Event()
@@ -342,6 +344,7 @@ class ClientConnection(FrameProtocol):
             pid=os.getpid(),
             epoch=self.broker.epoch,
             directory=self.broker.directory,
+            poll_us=self.broker.poll_us,
         )
 
     def _op_declare(self, header: dict[str, Any], body: bytes) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from kiwipy.broker._poll import DEFAULT_POLL_US, MAX_POLL_US
 from kiwipy.cli._common import CONTEXT as _CONTEXT
 from kiwipy.cli._common import ConnectionOptions, connection_options, dump_json
 from kiwipy.filters import BroadcastFilter
@@ -186,7 +187,14 @@ def policy(
 @click.option("--dir", "directory", metavar="DIR", help="State directory (default: local://'s).")
 @click.option("--idle-timeout", type=float, default=0.0, show_default=True, help="0: never.")
 @click.option("--durability", type=click.Choice(["full", "process"]), default="full")
-def broker(directory: str | None, idle_timeout: float, durability: str) -> int:
+@click.option(
+    "--poll-us",
+    type=click.IntRange(0, MAX_POLL_US),
+    default=DEFAULT_POLL_US,
+    show_default=True,
+    help="Microseconds to poll before sleeping while frames come that close (0: never).",
+)
+def broker(directory: str | None, idle_timeout: float, durability: str, poll_us: int) -> int:
     """Run the local broker (local://) in the foreground, e.g. under a supervisor.
 
     Clients start one themselves when none runs; this is for those who want it supervised.
@@ -194,4 +202,5 @@ def broker(directory: str | None, idle_timeout: float, durability: str) -> int:
     from kiwipy.broker import main as broker_main
 
     arguments = ["--idle-timeout", str(idle_timeout), "--durability", durability]
+    arguments += ["--poll-us", str(poll_us)]
     return broker_main([*arguments, *(["--dir", directory] if directory else [])])

@@ -49,6 +49,7 @@ async def open_broker(
     timeout: float,
     idle_timeout: float,
     durability: str,
+    poll_us: int,
 ) -> tuple[asyncio.Transport, P]:
     """A connection to the broker of ``paths``, started if needed; within ``timeout`` seconds."""
     connection = await _try_connect(paths, protocol)
@@ -60,7 +61,12 @@ async def open_broker(
     # The blocking parts (a file lock, a child's first line) run in a thread: the loop goes on.
     try:
         await asyncio.to_thread(
-            _start_unless_running, paths, deadline - loop.time(), idle_timeout, durability
+            _start_unless_running,
+            paths,
+            deadline - loop.time(),
+            idle_timeout,
+            durability,
+            poll_us,
         )
     except TimeoutError:
         raise _unavailable(paths) from None
@@ -86,7 +92,7 @@ async def _try_connect(
 
 
 def _start_unless_running(
-    paths: StatePaths, timeout: float, idle_timeout: float, durability: str
+    paths: StatePaths, timeout: float, idle_timeout: float, durability: str, poll_us: int
 ) -> None:
     with _file_lock(paths.spawn_lock, timeout):
         if _socket_accepts(paths) or _broker_lock_held(paths):
@@ -99,6 +105,8 @@ def _start_unless_running(
             str(idle_timeout),
             "--durability",
             durability,
+            "--poll-us",
+            str(poll_us),
             "--announce",
         ]
         with open(paths.log, "ab") as log:
