@@ -8,6 +8,7 @@ the previous is confirmed), in microseconds:
 
 - ``rabbitmq``: our kiwipy on RabbitMQ, a worker in the same process (as ``local_bench.py``);
 - ``local``: our kiwipy on ``local://``, the same;
+- ``local_no_poll``: the same with ``?poll_us=0`` (the broker sleeps as soon as it is idle);
 - ``kiwipy_to_bare``: our kiwipy client, no worker, to a *bare broker*: a stand-in of this
   script that reads each frame and answers it, a publish only after it has overwritten 4 KiB of
   a file and called ``fdatasync`` (the least any broker that confirms after an fsync does);
@@ -162,13 +163,15 @@ def start_bare(directory: str, fsync: bool) -> subprocess.Popen[str]:
 
 def measure(rounds: int, n: int, amqp_url: str) -> dict[str, list[float]]:
     root = tempfile.mkdtemp(prefix="kiwipy-send-floor-")
-    local = os.path.join(root, "local")
+    local, local_no_poll = os.path.join(root, "local"), os.path.join(root, "local-no-poll")
     bare, bare_no_fsync = os.path.join(root, "bare"), os.path.join(root, "bare-no-fsync")
     servers = [start_bare(bare, fsync=True), start_bare(bare_no_fsync, fsync=False)]
     local_url = f"local://{local}?idle_timeout=60"
+    no_poll_url = f"local://{local_no_poll}?idle_timeout=60&poll_us=0"
     figures = {
         "rabbitmq": lambda: 1e6 / asyncio.run(awaited_sends_one_at_a_time(amqp_url, n)),
         "local": lambda: 1e6 / asyncio.run(awaited_sends_one_at_a_time(local_url, n)),
+        "local_no_poll": lambda: 1e6 / asyncio.run(awaited_sends_one_at_a_time(no_poll_url, n)),
         "kiwipy_to_bare": lambda: asyncio.run(kiwipy_sends(f"local://{bare}", n)),
         "raw_to_bare": lambda: asyncio.run(raw_sends(os.path.join(bare, "broker.sock"), n)),
         "raw_to_local": lambda: asyncio.run(raw_sends(os.path.join(local, "broker.sock"), n)),
@@ -178,7 +181,8 @@ def measure(rounds: int, n: int, amqp_url: str) -> dict[str, list[float]]:
     }
     results: dict[str, list[float]] = {name: [] for name in figures}
     try:
-        asyncio.run(awaited_sends_one_at_a_time(local_url, 1200))  # spawned, its WAL wrapped
+        for url in (local_url, no_poll_url):  # spawned, their WAL wrapped
+            asyncio.run(awaited_sends_one_at_a_time(url, 1200))
         for _ in range(rounds):
             row = {name: run() for name, run in figures.items()}
             for name, value in row.items():
@@ -194,6 +198,7 @@ def measure(rounds: int, n: int, amqp_url: str) -> dict[str, list[float]]:
         for server in servers:
             server.communicate(timeout=10)  # closes its stdin: it stops
         stop_broker(local)
+        stop_broker(local_no_poll)
         shutil.rmtree(root, ignore_errors=True)
     return results
 

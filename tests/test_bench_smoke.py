@@ -88,6 +88,7 @@ def test_send_floor_bench_measures_every_figure(amqp_url: str) -> None:
     expected = {
         "rabbitmq",
         "local",
+        "local_no_poll",
         "kiwipy_to_bare",
         "raw_to_bare",
         "raw_to_local",
