@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import kiwipy.aio
-from kiwipy.broker._poll import DEFAULT_POLL_US, PollingSelector
+from kiwipy.broker._poll import DEFAULT_POLL_US, PROBE_EVERY, PollingSelector
 from tests.conftest import stop_local_broker
 
 pytestmark = pytest.mark.timeout(60)
@@ -92,6 +92,20 @@ def test_a_look_without_waiting_leaves_polling_as_it_was(
     drain(selector)
     assert selector.polling
     assert selector.select(0) == []  # asyncio's look when callbacks are ready
+    assert selector.polling
+
+
+def test_a_selector_that_stopped_polling_probes_every_so_many_waits(
+    readable: tuple[PollingSelector, socket.socket],
+) -> None:
+    selector, writer = readable
+    for _ in range(PROBE_EVERY):
+        assert selector.select(0.001) == []  # waits that time out: no polling, no probe yet
+    assert not selector.polling
+    assert selector.without_polling == PROBE_EVERY
+    writer.send(b"x")
+    assert selector.select(None)  # this wait is a probe, and it finds the byte
+    assert selector.without_polling == 0
     assert selector.polling
 
 

@@ -10,6 +10,11 @@ The rule is Linux's halt polling, applied to one process: poll before sleeping o
 wait ended within the budget. A stream of close frames keeps the broker polling; the first wait
 longer than the budget stops it, so a quiet broker sleeps as before and pays at most one budget
 per burst of traffic.
+
+A wait measured while sleeping includes the broker's own wake-up, so frames that come within the
+budget can look further apart than it: a broker that has stopped polling might never start
+again. So one blocking wait in :data:`PROBE_EVERY` polls anyway; a probe that finds a frame
+turns polling back on. Probes cost at most one budget per that many waits.
 """
 
 from __future__ import annotations
@@ -18,12 +23,14 @@ import selectors
 import time
 from selectors import SelectorKey
 
-__all__ = ("DEFAULT_POLL_US", "MAX_POLL_US", "PollingSelector")
+__all__ = ("DEFAULT_POLL_US", "MAX_POLL_US", "PROBE_EVERY", "PollingSelector")
 
 #: The default budget, in microseconds (Linux's guest halt polling starts at 200 µs too).
 DEFAULT_POLL_US = 200
 #: The largest budget accepted: beyond it, polling would cost more than any wake-up.
 MAX_POLL_US = 10_000
+#: While not polling, every this many blocking waits one polls anyway (a probe).
+PROBE_EVERY = 16
 
 
 class PollingSelector(selectors.DefaultSelector):
@@ -35,18 +42,24 @@ class PollingSelector(selectors.DefaultSelector):
         self.budget = budget
         #: Whether the next blocking wait polls first.
         self.polling = False
+        #: Blocking waits since the last one that polled.
+        self.without_polling = 0
 
     def select(self, timeout: float | None = None) -> list[tuple[SelectorKey, int]]:
         if timeout is not None and timeout <= 0:
             return super().select(timeout)  # a look, not a wait: no news about the traffic
         started = time.monotonic()
-        if self.polling:
+        if self.budget > 0 and (self.polling or self.without_polling >= PROBE_EVERY):
+            self.without_polling = 0
             limit = self.budget if timeout is None else min(self.budget, timeout)
             ready = self._poll(started + limit)
             if ready:
+                self.polling = True
                 return ready
             if timeout is not None:
                 timeout = max(0.0, timeout - (time.monotonic() - started))
+        else:
+            self.without_polling += 1
         ready = super().select(timeout)
         waited = time.monotonic() - started
         self.polling = self.budget > 0 and bool(ready) and waited <= self.budget
