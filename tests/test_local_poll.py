@@ -48,15 +48,20 @@ def drain(selector: PollingSelector) -> None:
         key.fileobj.recv(100)  # type: ignore[union-attr]
 
 
+def start_polling(selector: PollingSelector, writer: socket.socket) -> None:
+    """A byte ready at once: a wait well within the budget, after which the selector polls."""
+    writer.send(b"x")
+    assert selector.select(None)
+    drain(selector)
+    assert selector.polling
+
+
 def test_a_short_wait_turns_polling_on_and_a_long_one_off(
     readable: tuple[PollingSelector, socket.socket],
 ) -> None:
     selector, writer = readable
     assert not selector.polling
-    writer.send(b"x")
-    assert selector.select(None)  # ready at once: a wait well within the budget
-    assert selector.polling
-    drain(selector)
+    start_polling(selector, writer)
 
     late = write_later(writer, LONG)
     assert selector.select(None)  # polled for the budget, then slept until the byte came
@@ -73,10 +78,7 @@ def test_a_wait_that_times_out_turns_polling_off_and_keeps_its_timeout(
     readable: tuple[PollingSelector, socket.socket],
 ) -> None:
     selector, writer = readable
-    writer.send(b"x")
-    selector.select(None)
-    drain(selector)
-    assert selector.polling
+    start_polling(selector, writer)
     started = time.monotonic()
     assert selector.select(LONG) == []
     assert time.monotonic() - started >= LONG * 0.9  # the poll did not shorten the wait
@@ -87,10 +89,7 @@ def test_a_look_without_waiting_leaves_polling_as_it_was(
     readable: tuple[PollingSelector, socket.socket],
 ) -> None:
     selector, writer = readable
-    writer.send(b"x")
-    selector.select(None)
-    drain(selector)
-    assert selector.polling
+    start_polling(selector, writer)
     assert selector.select(0) == []  # asyncio's look when callbacks are ready
     assert selector.polling
 
