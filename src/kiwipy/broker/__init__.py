@@ -22,7 +22,7 @@ from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
-from kiwipy.broker._poll import DEFAULT_POLL_US, MAX_POLL_US, PollingSelector
+from kiwipy.broker._poll import DEFAULT_POLL_US, PollingSelector, poll_us_from
 from kiwipy.broker._server import Broker, ClientConnection
 from kiwipy.broker._store import StateError, Store
 from kiwipy.broker._wire import StatePaths
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _poll_us(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= MAX_POLL_US:
-        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_POLL_US}")
-    return value
+    try:
+        return poll_us_from(text)
+    except ValueError as exc:  # argparse shows this message, not its generic one
+        raise argparse.ArgumentTypeError(str(exc)) from None

@@ -23,7 +23,7 @@ import selectors
 import time
 from selectors import SelectorKey
 
-__all__ = ("DEFAULT_POLL_US", "MAX_POLL_US", "PROBE_EVERY", "PollingSelector")
+__all__ = ("DEFAULT_POLL_US", "MAX_POLL_US", "PROBE_EVERY", "PollingSelector", "poll_us_from")
 
 #: The default budget, in microseconds (Linux's guest halt polling starts at 200 µs too).
 DEFAULT_POLL_US = 200
@@ -31,6 +31,18 @@ DEFAULT_POLL_US = 200
 MAX_POLL_US = 10_000
 #: While not polling, every this many blocking waits one polls anyway (a probe).
 PROBE_EVERY = 16
+
+
+def poll_us_from(text: str) -> int:
+    """A budget in microseconds from its text (a URL option, a flag); :class:`ValueError` if
+    it is not a whole number from 0 to :data:`MAX_POLL_US`."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_POLL_US:
+        raise ValueError(f"poll_us must be a whole number from 0 to {MAX_POLL_US}, not {text!r}")
+    return value
 
 
 class PollingSelector(selectors.DefaultSelector):

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from kiwipy._owned import OwnedTasks
-from kiwipy.broker._poll import DEFAULT_POLL_US, MAX_POLL_US
+from kiwipy.broker._poll import DEFAULT_POLL_US, poll_us_from
 from kiwipy.broker._wire import (
     PROTOCOL_VERSION,
     FrameError,
@@ -103,7 +103,7 @@ class BrokerLink:
         self._durability = options.get("durability", "full")
         if self._durability not in ("full", "process"):
             raise ValueError(f"durability must be 'full' or 'process', not {self._durability!r}")
-        self._poll_us = _poll_us(options.get("poll_us", str(DEFAULT_POLL_US)))
+        self._poll_us = poll_us_from(options.get("poll_us", str(DEFAULT_POLL_US)))
         self._tasks = tasks
         self._on_frame = on_frame
         self._on_lost = on_lost
@@ -289,16 +289,6 @@ class BrokerLink:
         if writer is not None:
             writer.close()
         self._lost(None)
-
-
-def _poll_us(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= MAX_POLL_US:
-        raise ValueError(f"poll_us must be a whole number from 0 to {MAX_POLL_US}, not {text!r}")
-    return value
 
 
 def _error(answer: dict[str, Any]) -> Exception:
