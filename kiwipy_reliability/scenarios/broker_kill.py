@@ -62,19 +62,8 @@ def run(node: RabbitNode, scale: Scale) -> ScenarioResult:
     rate = total / (KILLS * ((low + high) / 2 + restart_estimate))
 
     comm = kiwipy.sync.connect(node.url, task_queue=queue, task_exchange=queue)
-    sender = PacedSender(
-        "broker-kill-sender",
-        functools.partial(
-            send_paced,
-            comm,
-            ledger,
-            total=total,
-            batch=batch,
-            rate=rate,
-            unpaced=kills_done,
-            task_seconds=_TASK_SECONDS,
-            timeout=_SEND_TIMEOUT,
-        ),
+    sender = _kill_sender(
+        "broker-kill-sender", comm, ledger, total=total, batch=batch, rate=rate, unpaced=kills_done
     )
     try:
         for index in range(WORKERS):
@@ -126,6 +115,32 @@ def run(node: RabbitNode, scale: Scale) -> ScenarioResult:
 def _consumers(node: RabbitNode, queue: str) -> int:
     counts = queue_counts(node, queue)
     return 0 if counts is None else counts[0]
+
+
+def _kill_sender(
+    name: str,
+    comm: kiwipy.sync.Communicator,
+    ledger: Ledger,
+    *,
+    total: int,
+    batch: int,
+    rate: float,
+    unpaced: threading.Event,
+) -> PacedSender:
+    """The sender of a broker-kill scenario (this one and ``local_broker_kill``): ``total``
+    tasks in batches at ``rate`` per second until ``unpaced`` is set, then as fast as they go."""
+    send = functools.partial(
+        send_paced,
+        comm,
+        ledger,
+        total=total,
+        batch=batch,
+        rate=rate,
+        unpaced=unpaced,
+        task_seconds=_TASK_SECONDS,
+        timeout=_SEND_TIMEOUT,
+    )
+    return PacedSender(name, send)
 
 
 def _drain(ledger: Ledger) -> None:

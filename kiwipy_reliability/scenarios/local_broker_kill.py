@@ -13,7 +13,6 @@ the new broker (target: within 1 s), and ``recovery_s``: until every worker cons
 
 from __future__ import annotations
 
-import functools
 import random
 import threading
 import time
@@ -21,9 +20,14 @@ import time
 import kiwipy.sync
 from kiwipy_reliability.base import Scale, ScenarioResult, unique_name
 from kiwipy_reliability.faults import WorkerProcess
-from kiwipy_reliability.ledger import Ledger, PacedSender, send_paced, wait_until
+from kiwipy_reliability.ledger import Ledger, wait_until
 from kiwipy_reliability.local import LocalBroker
-from kiwipy_reliability.scenarios.broker_kill import _drain, _duplicated_at_fault
+from kiwipy_reliability.scenarios.broker_kill import (
+    _SEND_TIMEOUT,
+    _drain,
+    _duplicated_at_fault,
+    _kill_sender,
+)
 from kiwipy_reliability.workers import WorkerSpec, start_worker
 
 __all__ = ["KILLS", "NAME", "NEEDS_RABBITMQ", "WORKERS", "run"]
@@ -34,9 +38,7 @@ NEEDS_RABBITMQ = False
 WORKERS = 4
 PREFETCH = 50
 KILLS = 3
-_TASK_SECONDS = 0.002
 _RECOVERY_TIMEOUT = 30.0
-_SEND_TIMEOUT = 60.0
 
 
 def run(node: object, scale: Scale) -> ScenarioResult:
@@ -63,19 +65,14 @@ def _run(broker: LocalBroker, scale: Scale) -> ScenarioResult:
 
     comm = kiwipy.sync.connect(broker.url, task_queue=queue, task_exchange=queue)
     probe = kiwipy.sync.connect(broker.url, task_queue=f"{queue}.probe")
-    sender = PacedSender(
+    sender = _kill_sender(
         "local-broker-kill-sender",
-        functools.partial(
-            send_paced,
-            comm,
-            ledger,
-            total=total,
-            batch=batch,
-            rate=rate,
-            unpaced=kills_done,
-            task_seconds=_TASK_SECONDS,
-            timeout=_SEND_TIMEOUT,
-        ),
+        comm,
+        ledger,
+        total=total,
+        batch=batch,
+        rate=rate,
+        unpaced=kills_done,
     )
     try:
         for index in range(WORKERS):
